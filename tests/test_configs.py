@@ -1,0 +1,64 @@
+"""Table 1 as data: every column, its aliases, and the paper's layer counts."""
+
+import pytest
+
+from vggedu import VGG_CONFIGS, ConfigError, Layer, config_name, count_weight_layers, parse_layer, resolve_config
+
+
+def test_six_columns_in_table_order():
+    assert list(VGG_CONFIGS) == ["A", "A-LRN", "B", "C", "D", "E"]
+    assert len(VGG_CONFIGS) == 6
+
+
+@pytest.mark.parametrize("name, weight_layers", [("A", 11), ("A-LRN", 11), ("B", 13), ("C", 16), ("D", 16), ("E", 19)])
+def test_weight_layers_as_in_table_1(name, weight_layers):
+    assert count_weight_layers(name) == weight_layers
+    assert sum(layer.kind == "maxpool" for layer in VGG_CONFIGS[name]) == 5
+
+
+@pytest.mark.parametrize(
+    "alias, name",
+    [(11, "A"), (13, "B"), (16, "D"), (19, "E"), ("vgg16", "D"), ("VGG19", "E"), ("a-lrn", "A-LRN"), ("d", "D")],
+)
+def test_aliases(alias, name):
+    assert config_name(alias) == name
+    assert VGG_CONFIGS[alias] is VGG_CONFIGS[name]
+    assert alias in VGG_CONFIGS
+
+
+def test_config_c_has_three_1x1_convolutions_and_a_lrn_one_lrn():
+    one_by_one = [str(layer) for layer in VGG_CONFIGS["C"] if layer.kind == "conv" and layer.kernel_size == 1]
+    assert one_by_one == ["conv1-256", "conv1-512", "conv1-512"]
+    assert [str(layer) for layer in VGG_CONFIGS["A-LRN"]][:3] == ["conv3-64", "LRN", "maxpool"]
+    # C and D differ exactly where C has 1x1 convolutions.
+    diff = [(c, d) for c, d in zip(VGG_CONFIGS["C"], VGG_CONFIGS["D"]) if c != d]
+    assert [(str(c), str(d)) for c, d in diff] == [("conv1-256", "conv3-256"), ("conv1-512", "conv3-512")] + [
+        ("conv1-512", "conv3-512")
+    ]
+
+
+def test_layers_print_in_the_papers_notation():
+    assert " ".join(map(str, VGG_CONFIGS["A"])) == (
+        "conv3-64 maxpool conv3-128 maxpool conv3-256 conv3-256 maxpool "
+        "conv3-512 conv3-512 maxpool conv3-512 conv3-512 maxpool"
+    )
+    assert parse_layer("conv1-512") == Layer("conv", 1, 512)
+    assert resolve_config(["conv3-8", "M"]) == (Layer("conv", 3, 8), Layer("maxpool", 2))
+
+
+@pytest.mark.parametrize("bad", ["F", "vgg15", 17, True, None, 3.5, "", []])
+def test_unknown_configuration_names_the_choices(bad):
+    with pytest.raises(ConfigError, match=r"'A', 'A-LRN', 'B', 'C', 'D', 'E'"):
+        resolve_config(bad)
+
+
+def test_unknown_configuration_is_a_key_error_too():
+    with pytest.raises(KeyError):
+        VGG_CONFIGS["Z"]
+    assert "Z" not in VGG_CONFIGS
+
+
+@pytest.mark.parametrize("bad", ["conv2-64", "conv3-0", "pool", 64])
+def test_unreadable_layer(bad):
+    with pytest.raises(ConfigError, match="conv3-64"):
+        parse_layer(bad)

@@ -1,0 +1,46 @@
+"""vggedu: the helper package of a tutorial on VGG (Simonyan & Zisserman, 2014).
+
+The notebooks in ``notebooks/`` teach; this package carries the plumbing:
+``configs`` (Table 1 as data), ``models`` (builder, model class, explicit VGG-19),
+``analysis`` (receptive field, parameter and FLOP arithmetic).
+"""
+
+from .analysis import (
+    LayerStats,
+    activation_memory,
+    count_flops,
+    count_macs,
+    count_parameters,
+    format_table,
+    layer_stats,
+    stack_weights,
+    stacked_receptive_field,
+)
+from .configs import VGG_CONFIGS, ConfigError, Layer, config_name, count_weight_layers, parse_layer, resolve_config
+from .models import VGG, VGG19, initialize, make_layers, vgg
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VGG_CONFIGS",
+    "ConfigError",
+    "Layer",
+    "LayerStats",
+    "VGG",
+    "VGG19",
+    "activation_memory",
+    "config_name",
+    "count_flops",
+    "count_macs",
+    "count_parameters",
+    "count_weight_layers",
+    "format_table",
+    "initialize",
+    "layer_stats",
+    "make_layers",
+    "parse_layer",
+    "resolve_config",
+    "stack_weights",
+    "stacked_receptive_field",
+    "vgg",
+]

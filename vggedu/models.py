@@ -1,0 +1,288 @@
+"""VGG networks: the config-driven builder, the model class and the explicit VGG-19.
+
+Module names follow torchvision's ``vgg.py`` (``features``, ``avgpool``,
+``classifier``, same indices), so state dicts load across in both directions
+for configurations A, B, D and E. Introduced in notebooks 02 and 03.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .configs import HEADS, ConfigLike, check_choice, check_width, resolve_config, scaled_channels
+
+__all__ = ["make_layers", "VGG", "VGG19", "vgg", "scaled_channels", "lrn_krizhevsky", "HEADS", "INITS"]
+
+Head = Literal["imagenet", "cifar"]
+Init = Literal["kaiming", "paper"]
+INITS: tuple[str, ...] = ("kaiming", "paper")
+
+# Krizhevsky et al. (2012), Section 3.3: b = a / (k + alpha * sum_{n neighbours} a^2)^beta
+# with k=2, n=5, alpha=1e-4, beta=0.75. PyTorch divides alpha by n inside the sum,
+# so the paper's alpha is passed as alpha * n.
+LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 2.0
+
+
+def lrn_krizhevsky() -> nn.LocalResponseNorm:
+    """LRN with the settings of Krizhevsky et al. (2012), as used in configuration A-LRN."""
+    return nn.LocalResponseNorm(size=LRN_SIZE, alpha=LRN_ALPHA * LRN_SIZE, beta=LRN_BETA, k=LRN_K)
+
+
+def make_layers(
+    config: ConfigLike, *, batch_norm: bool = False, width: float = 1.0, in_channels: int = 3
+) -> nn.Sequential:
+    """Build the convolutional part of a VGG column as one ``nn.Sequential``.
+
+    ``config`` is a Table 1 name (``"A"``..``"E"``, ``"A-LRN"``), an alias (16,
+    ``"vgg16"``) or a list of layers (``["conv3-64", "maxpool"]``). Each convolution
+    becomes Conv2d (padding k//2, keeps the size), then BatchNorm2d if asked, then ReLU;
+    each ``maxpool`` a 2x2 max-pool with stride 2 (halves the size). Section 2.1.
+    """
+    layers_spec = resolve_config(config)
+    check_width(width)
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer (3 for RGB images), got {in_channels!r}")
+    layers: list[nn.Module] = []
+    channels = in_channels
+    for spec in layers_spec:
+        if spec.kind == "maxpool":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        elif spec.kind == "lrn":
+            layers.append(lrn_krizhevsky())
+        else:
+            out_channels = scaled_channels(spec.out_channels, width)
+            layers.append(nn.Conv2d(channels, out_channels, spec.kernel_size, padding=spec.kernel_size // 2))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(out_channels))
+            layers.append(nn.ReLU(inplace=True))
+            channels = out_channels
+    return nn.Sequential(*layers)
+
+
+def _feature_channels(features: nn.Sequential) -> int:
+    convs = [m for m in features if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("features must contain at least one Conv2d")
+    return convs[-1].out_channels
+
+
+class VGG(nn.Module):
+    """A VGG network: ``features`` (convolutions), ``avgpool``, ``classifier`` (FC head).
+
+    Heads (Section 2.1 and the seed walkthrough's CIFAR adaptation):
+
+    * ``"imagenet"``: the paper's head. ``AdaptiveAvgPool2d(7)`` then
+      ``C*7*7 -> 4096 -> 4096 -> num_classes`` with ReLU and dropout 0.5. At 224x224 the
+      map after pool5 is already 7x7 and the pool does nothing; this is torchvision's head.
+    * ``"cifar"``: ``AdaptiveAvgPool2d(1)`` then ``C -> C -> C -> num_classes`` (C = 512
+      at width 1), ReLU and dropout 0.5. At 32x32 five poolings leave 1x1, so the pool
+      does nothing. On larger inputs it becomes *global average pooling*: at 224x224 it
+      averages away the 7x7 map that the paper's head flattens (notebook 03).
+
+    Inputs are (N, in_channels, H, W) with H and W at least 2**(number of max-pools)
+    (32 for every Table 1 column); a wrong shape is reported before any layer runs.
+    """
+
+    def __init__(
+        self,
+        features: nn.Sequential,
+        num_classes: int = 1000,
+        *,
+        head: Head = "imagenet",
+        dropout: float = 0.5,
+        init: Init = "kaiming",
+    ) -> None:
+        super().__init__()
+        _check_num_classes(num_classes)
+        check_choice("head", head, HEADS)
+        check_choice("init", init, INITS)
+        self.features = features
+        self.in_channels = next(m for m in features if isinstance(m, nn.Conv2d)).in_channels
+        self.min_input_size = 2 ** sum(isinstance(m, nn.MaxPool2d) for m in features)
+        channels = _feature_channels(features)
+        if head == "imagenet":
+            self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+            in_features, hidden = channels * 7 * 7, 4096
+        else:
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            in_features, hidden = channels, channels
+        self.classifier = nn.Sequential(
+            nn.Linear(in_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=dropout),
+            nn.Linear(hidden, num_classes),
+        )
+        self.head = head
+        initialize(self, init)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError that says what is wrong if ``x`` is not a batch this model can take."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor of shape (N, {self.in_channels}, H, W), got {type(x).__name__}")
+        if x.dim() == 3:
+            raise ValueError(
+                f"expected a batch of shape (N, {self.in_channels}, H, W), got one image of shape "
+                f"{tuple(x.shape)}; add a batch dimension with x.unsqueeze(0)"
+            )
+        if x.dim() != 4:
+            raise ValueError(f"expected a batch of shape (N, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"this model takes {self.in_channels} input channels, got {x.shape[1]} (shape {tuple(x.shape)}); "
+                "convert the images (e.g. grayscale to RGB with x.expand(-1, 3, -1, -1)) "
+                "or build the model with make_layers(..., in_channels=...)"
+            )
+        h, w = x.shape[-2:]
+        if min(h, w) < self.min_input_size:
+            raise ValueError(
+                f"input of {h}x{w} is too small: this model halves the size "
+                f"{int(math.log2(self.min_input_size))} times, so it needs at least "
+                f"{self.min_input_size}x{self.min_input_size} pixels; resize or pad the images"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) images -> (N, num_classes) logits."""
+        self.check_input(x)
+        x = self.features(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
+
+
+def _check_num_classes(num_classes: int) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(
+            f"num_classes must be a positive integer (1000 for ImageNet, 10 for CIFAR-10), got {num_classes!r}"
+        )
+
+
+@torch.no_grad()
+def initialize(model: nn.Module, init: Init = "kaiming") -> nn.Module:
+    """Initialise weights in place.
+
+    ``"kaiming"``: He et al. (2015) normal init for convolutions (fan-out, ReLU gain),
+    as the seed walkthrough and torchvision do; N(0, 0.01^2) for linear layers.
+    ``"paper"``: Section 3.1, "weights sampled from a normal distribution with zero mean
+    and 10^-2 variance" (standard deviation 0.1), biases zero. (Caffe models of the time
+    used standard deviation 0.01; the paper's text says variance.) Batch norm starts at
+    weight 1, bias 0 in both.
+    """
+    check_choice("init", init, INITS)
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            if init == "kaiming":
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            else:
+                nn.init.normal_(m.weight, 0.0, 0.1)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01 if init == "kaiming" else 0.1)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def vgg(
+    config: ConfigLike,
+    *,
+    batch_norm: bool = False,
+    num_classes: int = 1000,
+    head: Head = "imagenet",
+    width: float = 1.0,
+    init: Init = "kaiming",
+    in_channels: int = 3,
+    dropout: float = 0.5,
+) -> VGG:
+    """Build any column of Table 1: ``vgg("D")`` is VGG-16, ``vgg(19, batch_norm=True)`` VGG-19-BN.
+
+    ``head="cifar"`` gives the 32x32 adaptation; ``width`` scales every convolution's
+    channels (0.25 gives a CPU-friendly model). Notebook 03.
+    """
+    _check_num_classes(num_classes)
+    check_choice("head", head, HEADS)
+    check_choice("init", init, INITS)
+    features = make_layers(config, batch_norm=batch_norm, width=width, in_channels=in_channels)
+    return VGG(features, num_classes, head=head, dropout=dropout, init=init)
+
+
+class VGG19(nn.Module):
+    """VGG-19 (configuration E) written out layer by layer, as a reader would type it.
+
+    Deliberately unrolled (no loops, no config): notebook 02 reads it line by line.
+    The module names and indices match :func:`vgg`\\ ``("E")`` and torchvision's
+    ``vgg19``, so their state dicts load into each other.
+    """
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            # block 1: 224x224
+            nn.Conv2d(3, 64, kernel_size=3, padding=1),  # conv1_1
+            nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, kernel_size=3, padding=1),  # conv1_2
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=2, stride=2),  # pool1 -> 112x112
+            # block 2
+            nn.Conv2d(64, 128, kernel_size=3, padding=1),  # conv2_1
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 128, kernel_size=3, padding=1),  # conv2_2
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=2, stride=2),  # pool2 -> 56x56
+            # block 3
+            nn.Conv2d(128, 256, kernel_size=3, padding=1),  # conv3_1
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),  # conv3_2
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),  # conv3_3
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),  # conv3_4
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=2, stride=2),  # pool3 -> 28x28
+            # block 4
+            nn.Conv2d(256, 512, kernel_size=3, padding=1),  # conv4_1
+            nn.ReLU(inplace=True),
+            nn.Conv2d(512, 512, kernel_size=3, padding=1),  # conv4_2
+            nn.ReLU(inplace=True),
+            nn.Conv2d(512, 512, kernel_size=3, padding=1),  # conv4_3
+            nn.ReLU(inplace=True),
+            nn.Conv2d(512, 512, kernel_size=3, padding=1),  # conv4_4
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=2, stride=2),  # pool4 -> 14x14
+            # block 5
+            nn.Conv2d(512, 512, kernel_size=3, padding=1),  # conv5_1
+            nn.ReLU(inplace=True),
+            nn.Conv2d(512, 512, kernel_size=3, padding=1),  # conv5_2
+            nn.ReLU(inplace=True),
+            nn.Conv2d(512, 512, kernel_size=3, padding=1),  # conv5_3
+            nn.ReLU(inplace=True),
+            nn.Conv2d(512, 512, kernel_size=3, padding=1),  # conv5_4
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=2, stride=2),  # pool5 -> 7x7
+        )
+        # A no-op at 224x224; lets the network take larger images, as torchvision's does.
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096),  # fc6: 25088 -> 4096, the largest layer
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=0.5),
+            nn.Linear(4096, 4096),  # fc7
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=0.5),
+            nn.Linear(4096, num_classes),  # fc8
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)

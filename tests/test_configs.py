@@ -62,3 +62,12 @@ def test_unknown_configuration_is_a_key_error_too():
 def test_unreadable_layer(bad):
     with pytest.raises(ConfigError, match="conv3-64"):
         parse_layer(bad)
+
+
+def test_rendered_table_1_lists_every_layer():
+    from vggedu import render_table_1
+
+    text = render_table_1()
+    assert text.splitlines()[0].split() == ["A", "|", "A-LRN", "|", "B", "|", "C", "|", "D", "|", "E"]
+    assert text.count("conv1-512") == 2 and text.count("conv1-256") == 1 and text.count("LRN") == 2  # header + cell
+    assert text.count("maxpool") == 5

@@ -16,7 +16,16 @@ from .analysis import (
     stack_weights,
     stacked_receptive_field,
 )
-from .configs import VGG_CONFIGS, ConfigError, Layer, config_name, count_weight_layers, parse_layer, resolve_config
+from .configs import (
+    VGG_CONFIGS,
+    ConfigError,
+    Layer,
+    config_name,
+    count_weight_layers,
+    parse_layer,
+    render_table_1,
+    resolve_config,
+)
 from .models import VGG, VGG19, initialize, make_layers, vgg
 
 __version__ = "0.1.0"
@@ -39,6 +48,7 @@ __all__ = [
     "layer_stats",
     "make_layers",
     "parse_layer",
+    "render_table_1",
     "resolve_config",
     "stack_weights",
     "stacked_receptive_field",

@@ -34,6 +34,7 @@ __all__ = [
     "config_name",
     "count_weight_layers",
     "scaled_channels",
+    "render_table_1",
     "HEADS",
 ]
 
@@ -225,3 +226,31 @@ def scaled_channels(channels: int, width: float) -> int:
     """Channels of a convolution after width scaling (rounded, at least 1)."""
     check_width(width)
     return max(1, round(channels * width))
+
+
+def render_table_1(names: Sequence[object] | None = None) -> str:
+    """Table 1 as text, one column per configuration, blocks separated by ``maxpool`` rows."""
+    names = [config_name(n) for n in (names or list(_TABLE_1))]
+    blocks: dict[str, list[list[str]]] = {}
+    for name in names:
+        current: list[str] = []
+        blocks[name] = []
+        for layer in _TABLE_1[name]:
+            if layer.kind == "maxpool":
+                blocks[name].append(current)
+                current = []
+            else:
+                current.append(str(layer))
+    width = 10
+    lines = [" | ".join(n.center(width) for n in names)]
+    lines.append(" | ".join(f"{count_weight_layers(n)} layers".center(width) for n in names))
+    rule = "-+-".join("-" * width for _ in names)
+    lines += [rule, "input (224 x 224 RGB image)".center(len(rule)), rule]
+    for b in range(5):
+        rows = max(len(blocks[n][b]) for n in names)
+        for r in range(rows):
+            cells = [blocks[n][b][r] if r < len(blocks[n][b]) else "" for n in names]
+            lines.append(" | ".join(c.center(width) for c in cells))
+        lines += [rule, "maxpool".center(len(rule)), rule]
+    lines += [name.center(len(rule)) for name in ("FC-4096", "FC-4096", "FC-1000", "soft-max")]
+    return "\n".join(line.rstrip() for line in lines)

@@ -18,7 +18,17 @@ def test_weight_layers_as_in_table_1(name, weight_layers):
 
 @pytest.mark.parametrize(
     "alias, name",
-    [(11, "A"), (13, "B"), (16, "D"), (19, "E"), ("vgg16", "D"), ("VGG19", "E"), ("a-lrn", "A-LRN"), ("d", "D")],
+    [
+        (11, "A"),
+        (13, "B"),
+        (16, "D"),
+        (19, "E"),
+        ("vgg16", "D"),
+        ("VGG19", "E"),
+        ("a-lrn", "A-LRN"),
+        ("d", "D"),
+        ("16", "D"),
+    ],
 )
 def test_aliases(alias, name):
     assert config_name(alias) == name

@@ -149,7 +149,7 @@ def config_name(config: object) -> str:
         for name in _TABLE_1:
             if key.upper() == name:
                 return name
-        alias = _ALIASES.get(key.lower())
+        alias = _ALIASES.get(int(key) if key.isdigit() else key.lower())  # "16" from a command line
         if alias is not None:
             return alias
     elif isinstance(config, int) and config in _ALIASES:

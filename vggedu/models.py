@@ -167,14 +167,16 @@ def _check_num_classes(num_classes: int) -> None:
 def initialize(model: nn.Module, init: Init = "kaiming") -> nn.Module:
     """Initialise weights in place.
 
-    ``"kaiming"``: He et al. (2015) normal init for convolutions (fan-out, ReLU gain),
-    as the seed walkthrough and torchvision do; N(0, 0.01^2) for linear layers.
+    ``"kaiming"``: He et al. (2015) normal init for convolutions (fan-out, ReLU gain), as
+    the seed walkthrough and torchvision do, and for the hidden linear layers (fan-in), so a
+    narrow CIFAR head passes a signal from the first step; N(0, 0.01^2) for the last layer.
     ``"paper"``: Section 3.1, "weights sampled from a normal distribution with zero mean
     and 10^-2 variance" (standard deviation 0.1), biases zero. (Caffe models of the time
     used standard deviation 0.01; the paper's text says variance.) Batch norm starts at
     weight 1, bias 0 in both.
     """
     check_choice("init", init, INITS)
+    last_linear = next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             if init == "kaiming":
@@ -184,7 +186,12 @@ def initialize(model: nn.Module, init: Init = "kaiming") -> nn.Module:
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.01 if init == "kaiming" else 0.1)
+            if init == "paper":
+                nn.init.normal_(m.weight, 0.0, 0.1)
+            elif m is last_linear:  # small logits at the start: no class is favoured
+                nn.init.normal_(m.weight, 0.0, 0.01)
+            else:  # keeps the signal's scale through the ReLUs of a small head
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)

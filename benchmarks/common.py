@@ -1,0 +1,75 @@
+"""Shared by the benchmark scripts: argument parsing, data, timing, results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from vggedu.data import load_cifar10, write_synthetic_cifar10
+from vggedu.training import TrainConfig, pick_device, run_card
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data-root", help="folder with cifar-10-batches-py (default: synthetic data, for a dry run)")
+    p.add_argument("--no-verify", action="store_true", help="accept a copy that does not match the checksums")
+    p.add_argument("--data-label", help="describe the data in the results, e.g. 'CIFAR-10 (JPEG copy)'")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds (median reported)")
+    p.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/<script>-<device>.json)")
+    return p
+
+
+def load(args, tmp: Path):
+    if args.data_root is None:
+        write_synthetic_cifar10(tmp, n_train=10_000, n_test=1000)
+        root, verify = tmp, False
+    else:
+        root, verify = args.data_root, not args.no_verify
+    train = load_cifar10(root, train=True, verify=verify)
+    if args.data_label:
+        train = type(train)(train.images, train.labels, train.classes, args.data_label)
+    return train
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def save(
+    name: str,
+    device: torch.device,
+    data: str,
+    n_images: int,
+    results: dict,
+    out: Path | None,
+    config: TrainConfig | None = None,
+) -> Path:
+    card = run_card(config or TrainConfig(), device, data=data, train_images=n_images, test_images=0, mode="benchmark")
+    out = out or RESULTS / f"{name}-{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": name, "results": results, "card": card}, indent=2))
+    return out
+
+
+__all__ = ["parser", "load", "timed", "median", "save", "pick_device", "sync"]

@@ -66,6 +66,8 @@ def save(
     config: TrainConfig | None = None,
 ) -> Path:
     card = run_card(config or TrainConfig(), device, data=data, train_images=n_images, test_images=0, mode="benchmark")
+    if config is None:  # no model in this benchmark
+        card["config"] = card["precision"] = None
     out = out or RESULTS / f"{name}-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"benchmark": name, "results": results, "card": card}, indent=2))

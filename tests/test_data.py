@@ -167,3 +167,10 @@ def test_synthetic_writer_is_deterministic(tmp_path):
     a = write_synthetic_cifar10(tmp_path / "a", n_train=50, n_test=10, seed=5)
     b = write_synthetic_cifar10(tmp_path / "b", n_train=50, n_test=10, seed=5)
     assert all((a / n).read_bytes() == (b / n).read_bytes() for n in ["data_batch_1", "test_batch", "batches.meta"])
+
+
+def test_confusion_matrix_counts():
+    from vggedu.plots import confusion_matrix
+
+    matrix = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
+    assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]

@@ -36,6 +36,7 @@ __all__ = [
     "cifar10_folder",
     "download_cifar10",
     "load_cifar10",
+    "random_crop_flip",
     "torchvision_loader",
     "write_synthetic_cifar10",
 ]
@@ -238,6 +239,27 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
+def random_crop_flip(padded: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Augment a whole batch at once: a random crop and a coin-flip mirror per image.
+
+    ``padded`` holds images (N, C, H + 2 pad, W + 2 pad), any dtype, on any device; the result
+    is (N, C, H, W) on the same device. Offsets and flips are drawn on the CPU from
+    ``generator`` (so they are the same on every device), then one gather reads every
+    image's window at once: no per-image Python.
+    """
+    n, channels, height, width = padded.shape[0], padded.shape[1], padded.shape[2] - 2 * pad, padded.shape[3] - 2 * pad
+    device = padded.device
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(device)
+    rows = (dy[:, None] + torch.arange(height, device=device))[:, None, :, None]  # (n, 1, H, 1)
+    cols = dx[:, None] + torch.arange(width, device=device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]  # mirroring = reading columns backwards
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    channel = torch.arange(channels, device=device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
 class DeviceLoader:
     """Batches from a split held on ``device`` as uint8, augmented whole batches at a time.
 
@@ -273,7 +295,7 @@ class DeviceLoader:
         self.images = torch.nn.functional.pad(images, (pad,) * 4) if train and pad else images
         self.labels = split.labels.to(self.device)
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
+        self.inv_std = 1 / (torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -284,24 +306,12 @@ class DeviceLoader:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def _augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n, size = len(images), images.shape[-1] - 2 * self.pad
-        dx = torch.randint(0, 2 * self.pad + 1, (n,), generator=generator).to(self.device)
-        dy = torch.randint(0, 2 * self.pad + 1, (n,), generator=generator).to(self.device)
-        flip = (torch.rand(n, generator=generator) < 0.5).to(self.device)
-        offsets = torch.arange(size, device=self.device)
-        rows = (dy[:, None] + offsets)[:, None, :, None]  # (n, 1, size, 1)
-        cols = dx[:, None] + offsets
-        cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]  # flipping = reading columns backwards
-        batch = torch.arange(n, device=self.device)[:, None, None, None]
-        channel = torch.arange(images.shape[1], device=self.device)[None, :, None, None]
-        return images[batch, channel, rows, cols]
-
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) -> normalised float in this loader's dtype and memory format."""
-        x = (images.float() - self.mean) / self.std
-        x = x.to(self.dtype)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        if self.channels_last:  # reorder while the data is 1 byte per value
+            images = images.contiguous(memory_format=torch.channels_last)
+        x = images.float().sub_(self.mean).mul_(self.inv_std)
+        return x if self.dtype == torch.float32 else x.to(self.dtype)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
@@ -312,7 +322,7 @@ class DeviceLoader:
             index = order[start:end] if order is not None else slice(start, end)
             images = self.images[index]
             if self.train:
-                images = self._augment(images, generator)
+                images = random_crop_flip(images, self.pad, generator)
             yield self.normalize(images), self.labels[index]
 
 

@@ -24,8 +24,15 @@ from .training import CheckpointError, TrainConfig, TrainingDiverged, pick_devic
 # Chosen by measurement (README, "Benchmarks"): the CPU preset is the most accurate model we
 # found that trains in about 10 minutes on 2 cores; the GPU preset is VGG-16-BN.
 PRESETS: dict[str, dict] = {
-    "cpu": dict(model="A", width=0.25, epochs=12, batch_size=256, lr=0.08, schedule="onecycle", label_smoothing=0.1),
-    "gpu": dict(model="D", width=1.0, epochs=30, batch_size=512, lr=0.1, schedule="onecycle", label_smoothing=0.1),
+    # VGG-16-BN (D) at a quarter of the width: 0.95 M parameters, about 27 s an epoch on 2 cores with bf16.
+    # On the JPEG copy of CIFAR-10 it beat A at width 0.5 for the same ~10 minutes (12 epochs, 83.4 %).
+    "cpu": dict(
+        model="D", width=0.25, epochs=21, batch_size=256, lr=0.1, schedule="onecycle", label_smoothing=0.1, dropout=0.0
+    ),
+    # VGG-16-BN at full width, the recipe for a GPU.
+    "gpu": dict(
+        model="D", width=1.0, epochs=30, batch_size=512, lr=0.1, schedule="onecycle", label_smoothing=0.1, dropout=0.0
+    ),
 }
 
 _HELP = {

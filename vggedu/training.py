@@ -131,8 +131,8 @@ def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | 
     """
     if not enabled:
         return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda":  # native bf16 from Ampere (compute capability 8.0) on; a T4 (7.5) emulates it slowly
+        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
     if device.type == "cpu":
         try:
             native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -239,6 +239,17 @@ def evaluate(model: nn.Module, loader, *, tta: bool = False, amp_dtype: torch.dt
     }
 
 
+def _cpu_model() -> str:
+    try:  # Linux names the processor here; platform.processor() is often empty
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_card(
     config: TrainConfig,
     device: torch.device,
@@ -253,7 +264,7 @@ def run_card(
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name(device)
     else:
-        device_name = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+        device_name = f"CPU ({_cpu_model()}, {torch.get_num_threads()} threads)"
     return {
         "device": device_name,
         "torch": str(torch.__version__),  # TorchVersion would not load with weights_only=True

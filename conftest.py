@@ -1,0 +1,13 @@
+"""Settings for `pytest` (unit tests and nbval): notebooks run in quick mode on synthetic data.
+
+nbval starts each notebook's kernel from this process, so the kernels inherit these
+variables. Set them yourself to test a notebook on real data, e.g.
+VGGEDU_DATA=data VGGEDU_MODE=full pytest notebooks/05_training_vgg.ipynb
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("VGGEDU_MODE", "quick")  # small, CPU-sized runs
+os.environ.setdefault("VGGEDU_DATA", "synthetic")  # no network in CI: data written by the notebook itself
+os.environ.setdefault("VGGEDU_RUNS", tempfile.mkdtemp(prefix="vggedu-runs-"))  # checkpoints of this test session only

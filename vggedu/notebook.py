@@ -1,0 +1,77 @@
+"""Notebook plumbing shared by notebooks 04 and 05: mode, data and run folders from the environment.
+
+Environment variables (all optional):
+
+* ``VGGEDU_MODE``: ``quick`` or ``full``. Unset: full where there is a GPU, quick elsewhere.
+* ``VGGEDU_DATA``: a folder that holds (or will hold) ``cifar-10-batches-py`` (default
+  ``data``), or ``synthetic`` for the small generated set the tests use.
+* ``VGGEDU_NO_VERIFY=1``: accept a copy in the official layout whose checksums differ.
+* ``VGGEDU_DATA_LABEL``: how results should name the data (e.g. ``CIFAR-10 (JPEG copy)``).
+* ``VGGEDU_RUNS``: where checkpoints and results go (default ``runs``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data import CIFAR10Split, download_cifar10, load_cifar10, write_synthetic_cifar10
+
+__all__ = ["Settings", "settings", "load_data"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    quick: bool  # small runs (no GPU, or asked for)
+    reason: str  # why this mode was chosen, to print
+    device: torch.device
+    data: str  # folder or "synthetic"
+    verify: bool
+    data_label: str | None
+    runs: Path
+
+
+def settings() -> Settings:
+    """Read the environment; quick mode is chosen automatically where there is no GPU."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    mode = os.environ.get("VGGEDU_MODE", "").strip().lower()
+    if mode not in ("", "quick", "full"):
+        raise ValueError(f"VGGEDU_MODE must be 'quick' or 'full', got {mode!r}")
+    if mode:
+        quick, reason = mode == "quick", f"VGGEDU_MODE={mode}"
+    elif device.type == "cuda":
+        quick, reason = False, "a GPU is available"
+    else:
+        quick, reason = True, "no GPU was found (quick mode chosen automatically; VGGEDU_MODE=full overrides)"
+    return Settings(
+        quick=quick,
+        reason=reason,
+        device=device,
+        data=os.environ.get("VGGEDU_DATA", "data"),
+        verify=os.environ.get("VGGEDU_NO_VERIFY", "") not in ("1", "true", "yes"),
+        data_label=os.environ.get("VGGEDU_DATA_LABEL") or None,
+        runs=Path(os.environ.get("VGGEDU_RUNS", "runs")),
+    )
+
+
+def load_data(
+    s: Settings, *, synthetic_train: int = 2000, synthetic_test: int = 500
+) -> tuple[CIFAR10Split, CIFAR10Split]:
+    """Train and test splits as the settings say: synthetic, an existing folder, or a download."""
+    if s.data == "synthetic":
+        root = Path(tempfile.mkdtemp(prefix="vggedu-synthetic-"))
+        write_synthetic_cifar10(root, n_train=synthetic_train, n_test=synthetic_test)
+        verify = False
+    else:
+        root, verify = Path(s.data), s.verify
+        if not (root / "cifar-10-batches-py").is_dir() and root.name != "cifar-10-batches-py":
+            download_cifar10(root)
+    train, test = load_cifar10(root, train=True, verify=verify), load_cifar10(root, train=False, verify=verify)
+    if s.data_label:
+        train, test = (dataclasses.replace(split, source=s.data_label) for split in (train, test))
+    return train, test

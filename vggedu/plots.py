@@ -1,0 +1,106 @@
+"""Figures for the notebooks. Each function returns a matplotlib Figure and never calls ``plt.show()``.
+
+Introduced in notebooks 04 and 05.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["image_grid", "plot_history", "confusion_matrix", "plot_confusion", "to_rgb"]
+
+
+def to_rgb(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) or float in [0, 1] -> float (N, H, W, 3) for ``imshow``."""
+    x = images.detach().cpu()
+    x = x.float() / 255 if x.dtype == torch.uint8 else x.float().clamp(0, 1)
+    return x.permute(0, 2, 3, 1)
+
+
+def image_grid(
+    images: torch.Tensor,
+    titles: Sequence[str] | None = None,
+    *,
+    columns: int = 10,
+    size: float = 1.1,
+    row_labels: Sequence[str] | None = None,
+    title: str = "",
+):
+    """Show images (N, 3, H, W) in a grid: a title over each (optional), a label per row, a figure title."""
+    import matplotlib.pyplot as plt
+
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(columns * size, rows * size * (1.25 if titles else 1)), squeeze=False
+    )
+    pictures = to_rgb(images)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        if i < len(images):
+            ax.imshow(pictures[i], interpolation="nearest")
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=7)
+        if row_labels is not None and i % columns == 0 and i // columns < len(row_labels):
+            ax.set_ylabel(row_labels[i // columns], rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def plot_history(histories: dict[str, list[dict]], *, title: str = ""):
+    """Learning curves: test accuracy and training loss against epoch, one line per run."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for name, history in histories.items():
+        epochs = [row["epoch"] for row in history]
+        ax_acc.plot(epochs, [100 * row["test_accuracy"] for row in history], "o-", ms=3, label=name)
+        ax_loss.plot(epochs, [row["train_loss"] for row in history], "o-", ms=3, label=name)
+    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="Training loss")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts (num_classes, num_classes): row = true class, column = predicted class."""
+    index = labels.long() * num_classes + predictions.long()
+    return torch.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], *, title: str = ""):
+    """A confusion matrix as an image, each row normalised to the share of its true class."""
+    import matplotlib.pyplot as plt
+
+    share = matrix.float() / matrix.sum(1, keepdim=True).clamp(min=1)
+    fig, ax = plt.subplots(figsize=(6, 5.2))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix (share of each true class)")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            if share[i, j] >= 0.01:
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * share[i, j]:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if share[i, j] > 0.5 else "black",
+                )
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig

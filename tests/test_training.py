@@ -82,6 +82,15 @@ def test_checkpoint_of_another_config_is_refused_and_kept(splits, tmp_path):
     assert path.read_bytes() == before
 
 
+def test_an_existing_checkpoint_is_never_overwritten_by_a_new_run(splits, tmp_path):
+    path = tmp_path / "run.pt"
+    train(TrainConfig(epochs=1, **SMALL), *splits, device="cpu", progress=False, checkpoint=path)
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match=r"already holds a run; it is left untouched.*--resume"):
+        train(TrainConfig(epochs=1, **SMALL), *splits, device="cpu", progress=False, checkpoint=path)
+    assert path.read_bytes() == before
+
+
 def test_unreadable_checkpoint_gets_a_clear_error(tmp_path):
     path = tmp_path / "broken.pt"
     path.write_bytes(b"not a checkpoint")
@@ -184,59 +193,23 @@ def test_config_errors(kwargs, match):
 
 
 def test_cli_end_to_end_with_json(synthetic_root, tmp_path, capsys):
-    out = tmp_path / "result.json"
-    code = cli.main(
-        [
-            "--data-root",
-            str(synthetic_root),
-            "--no-verify",
-            "--model",
-            "11",
-            "--width",
-            "0.125",
-            "--batch-size",
-            "50",
-            "--epochs",
-            "2",
-            "--dropout",
-            "0",
-            "--json",
-            str(out),
-            "--no-progress",
-            "--checkpoint",
-            str(tmp_path / "cli.pt"),
-        ]
-    )
-    assert code == 0
-    result = json.loads(out.read_text())
+    run = [
+        "--data-root",
+        str(synthetic_root),
+        "--no-verify",
+        "--checkpoint",
+        str(tmp_path / "cli.pt"),
+        *"--model 11 --width 0.125 --batch-size 50 --epochs 2 --dropout 0 --no-progress".split(),
+    ]
+    assert cli.main([*run, "--json", str(tmp_path / "first.json")]) == 0
+    result = json.loads((tmp_path / "first.json").read_text())
     assert result["test_accuracy"] > 0.3 and len(result["history"]) == 2 and result["wall_seconds"] > 0
     assert result["card"]["data"].startswith("synthetic") and result["card"]["config"]["model"] == "11"
     assert "test accuracy" in capsys.readouterr().out
-    # Resume a finished run: nothing left to train, same answer.
-    assert (
-        cli.main(
-            [
-                "--data-root",
-                str(synthetic_root),
-                "--no-verify",
-                "--model",
-                "11",
-                "--width",
-                "0.125",
-                "--batch-size",
-                "50",
-                "--epochs",
-                "2",
-                "--dropout",
-                "0",
-                "--no-progress",
-                "--resume",
-                "--checkpoint",
-                str(tmp_path / "cli.pt"),
-            ]
-        )
-        == 0
-    )
+    # Resuming a finished run trains nothing and gives the same answer.
+    assert cli.main([*run, "--resume", "--json", str(tmp_path / "again.json")]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["history"] == result["history"] and again["test_accuracy"] == result["test_accuracy"]
 
 
 def test_cli_errors_say_what_to_do(tmp_path, capsys):

@@ -75,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--data-label", help="describe the data in the run card (e.g. 'CIFAR-10 (JPEG copy)')")
     data.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu or cuda (default: auto)")
-    data.add_argument("--checkpoint", help="checkpoint file, written atomically after every epoch")
+    data.add_argument(
+        "--checkpoint",
+        help="checkpoint file, written atomically after every epoch; an existing one is continued "
+        "with --resume and never overwritten",
+    )
     data.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     data.add_argument("--json", type=Path, help="write final test accuracy, history, wall time and run card here")
     data.add_argument("--preset", choices=sorted(PRESETS), help="cpu: the classroom model; gpu: VGG-16-BN recipe")

@@ -396,6 +396,11 @@ def train(
     start_epoch = 0
 
     checkpoint = Path(checkpoint) if checkpoint else None
+    if not resume and checkpoint is not None and checkpoint.exists():
+        raise CheckpointError(
+            f"{checkpoint} already holds a run; it is left untouched. Resume it (resume=True, --resume), "
+            "or give a new checkpoint path (or delete the file) to start again."
+        )
     if resume and checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, config)
         model.load_state_dict(state["model"])

@@ -172,6 +172,20 @@ def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(splits, t
     assert path.read_bytes() == good
 
 
+@pytest.mark.parametrize("steps", [2, 3, 5])
+def test_one_cycle_works_on_tiny_runs(steps):
+    from vggedu.training import make_scheduler
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = make_scheduler(optimizer, TrainConfig(epochs=steps), steps_per_epoch=1)
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        make_scheduler(optimizer, TrainConfig(epochs=1), steps_per_epoch=1)
+
+
 def test_divergence_from_scratch_says_no_checkpoint_yet(splits):
     config = TrainConfig(epochs=1, **{**SMALL, "lr": 1e12, "batch_norm": False, "mixed_precision": False})
     with pytest.raises(TrainingDiverged, match="no checkpoint had been written yet"):

@@ -165,11 +165,18 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
     """ReduceLROnPlateau (stepped once per epoch with a loss) or OneCycleLR (stepped every batch)."""
     if config.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=config.plateau_patience)
+    total_steps = config.epochs * steps_per_epoch
+    if total_steps < 2:
+        raise ValueError(
+            f"the one-cycle schedule needs at least 2 steps, got {total_steps} "
+            f"({config.epochs} epochs x {steps_per_epoch} steps); train longer, use a smaller batch_size, "
+            "or schedule='plateau'"
+        )
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=config.lr,
-        total_steps=config.epochs * steps_per_epoch,
-        pct_start=0.25,
+        total_steps=total_steps,
+        pct_start=max(0.25, 1.5 / total_steps),  # a quarter rising; each phase at least one step on tiny runs
         anneal_strategy="linear",
         div_factor=10.0,
         final_div_factor=100.0,

@@ -56,6 +56,25 @@ def median(values):
     return statistics.median(values)
 
 
+def compare_rates(runs: dict, device: torch.device, rounds: int, *, faster: str, baseline: str) -> dict:
+    """Time each run in alternating rounds (so all see the same machine load) and report images/s.
+
+    ``runs`` maps a name to ``(function, images per call)``. Returns the median rate of each
+    run, every round's rate, and the speed-up of ``faster`` over ``baseline``; prints the rates.
+    """
+    rates = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (fn, images) in runs.items():
+            rates[name].append(images / timed(fn, device))
+    results = {name: round(median(values)) for name, values in rates.items()}
+    results["speedup"] = round(results[faster] / results[baseline], 2)
+    results["all_rounds"] = {name: [round(r) for r in values] for name, values in rates.items()}
+    width = max(map(len, runs))
+    for name in runs:
+        print(f"{name:{width}s} {results[name]:>9,} images/s")
+    return results
+
+
 def save(
     name: str,
     device: torch.device,
@@ -74,4 +93,4 @@ def save(
     return out
 
 
-__all__ = ["parser", "load", "timed", "median", "save", "pick_device", "sync"]
+__all__ = ["parser", "load", "timed", "median", "compare_rates", "save", "pick_device", "sync"]

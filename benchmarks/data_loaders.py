@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from common import load, median, parser, pick_device, save, timed
+from common import compare_rates, load, parser, pick_device, save
 
 from vggedu.data import DeviceLoader, torchvision_loader
 
@@ -42,20 +42,15 @@ def main() -> None:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
     run_device(), run_torchvision()  # warm-up: worker start, allocator, caches
-    rates = {"device_loader": [], "torchvision_dataloader": []}
-    for _ in range(args.rounds):
-        rates["device_loader"].append(len(device_loader) * args.batch_size / timed(run_device, device))
-        rates["torchvision_dataloader"].append(len(tv_loader) * args.batch_size / timed(run_torchvision, device))
-    results = {k: round(median(v)) for k, v in rates.items()}
-    results["speedup"] = round(results["device_loader"] / results["torchvision_dataloader"], 1)
-    results.update(
-        batch_size=args.batch_size,
-        workers=args.workers,
-        rounds=args.rounds,
-        all_rounds={k: [round(r) for r in v] for k, v in rates.items()},
+    batches = len(device_loader) * args.batch_size, len(tv_loader) * args.batch_size
+    results = compare_rates(
+        {"device_loader": (run_device, batches[0]), "torchvision_dataloader": (run_torchvision, batches[1])},
+        device,
+        args.rounds,
+        faster="device_loader",
+        baseline="torchvision_dataloader",
     )
-    for k in ("device_loader", "torchvision_dataloader"):
-        print(f"{k:24s} {results[k]:>9,} images/s")
+    results.update(batch_size=args.batch_size, workers=args.workers, rounds=args.rounds)
     print(
         f"speed-up: {results['speedup']}x ({device}, {train.source}, {n:,} images, batch {args.batch_size}, "
         f"{args.workers} workers)"

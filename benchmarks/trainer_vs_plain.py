@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from common import load, median, parser, pick_device, save, timed
+from common import compare_rates, load, parser, pick_device, save
 
 from vggedu.data import DeviceLoader, torchvision_loader
 from vggedu.training import TrainConfig, autocast_dtype, build_model, make_optimizer, train_one_epoch
@@ -69,12 +69,13 @@ def main() -> None:
 
     run_plain(), run_trainer()  # warm-up
     n = len(device_loader) * args.batch_size
-    rates = {"plain_loop": [], "trainer": []}
-    for _ in range(args.rounds):
-        rates["plain_loop"].append(n / timed(run_plain, device))
-        rates["trainer"].append(n / timed(run_trainer, device))
-    results = {k: round(median(v)) for k, v in rates.items()}
-    results["speedup"] = round(results["trainer"] / results["plain_loop"], 2)
+    results = compare_rates(
+        {"plain_loop": (run_plain, n), "trainer": (run_trainer, n)},
+        device,
+        args.rounds,
+        faster="trainer",
+        baseline="plain_loop",
+    )
     results.update(
         model=args.model,
         width=width,
@@ -84,10 +85,7 @@ def main() -> None:
         trainer_precision=str(amp).removeprefix("torch.") if amp else "float32",
         workers=args.workers,
         rounds=args.rounds,
-        all_rounds={k: [round(r) for r in v] for k, v in rates.items()},
     )
-    for k in ("plain_loop", "trainer"):
-        print(f"{k:12s} {results[k]:>8,} images/s")
     print(
         f"speed-up: {results['speedup']}x ({device}, VGG {args.model}-BN width {width}, batch {args.batch_size}, "
         f"{train.source})"

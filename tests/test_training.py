@@ -72,6 +72,35 @@ def test_resume_after_a_kill_ends_with_the_same_weights(splits, tmp_path, schedu
     assert resumed.history[-1]["test_accuracy"] == straight.history[-1]["test_accuracy"]
 
 
+def test_fp16_with_a_gradient_scaler_learns_and_resumes_exactly(splits, tmp_path, monkeypatch):
+    # The path a Colab T4 takes (no native bf16): fp16 autocast and a GradScaler, forced here on the CPU.
+    import vggedu.training
+
+    monkeypatch.setattr(vggedu.training, "autocast_dtype", lambda device, enabled=True: torch.float16)
+    config = TrainConfig(epochs=2, train_size=500, **SMALL)
+    straight = train(config, *splits, device="cpu", progress=False, checkpoint=tmp_path / "a.pt")
+    assert straight.card["precision"] == "float16" and straight.test_accuracy > 0.3, straight.history
+    with pytest.raises(Kill):
+        train(config, *splits, device="cpu", progress=False, checkpoint=tmp_path / "b.pt", on_epoch_end=_kill_after(1))
+    scaler = load_checkpoint(tmp_path / "b.pt")["scaler"]
+    assert scaler is not None and scaler["scale"] > 0  # the scaler's state travels with the checkpoint
+    resumed = train(config, *splits, device="cpu", progress=False, checkpoint=tmp_path / "b.pt", resume=True)
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(
+    "capability, dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)]
+)
+def test_cuda_precision_follows_the_compute_capability(monkeypatch, capability, dtype):
+    # T4 (7.5): fp16 with a scaler; A100 (8.0), H100/H200 (9.0): bf16. No GPU needed to check the choice.
+    from vggedu.training import autocast_dtype
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert autocast_dtype(torch.device("cuda"), True) == dtype
+    assert autocast_dtype(torch.device("cuda"), False) is None
+
+
 def test_checkpoint_of_another_config_is_refused_and_kept(splits, tmp_path):
     path = tmp_path / "run.pt"
     train(TrainConfig(epochs=1, **SMALL), *splits, device="cpu", progress=False, checkpoint=path)

@@ -484,7 +484,9 @@ def train(
                     checkpoint,
                     model=model.state_dict(),
                     optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(),
+                    # Older PyTorch (2.3) keeps OneCycleLR's annealing function, a bound method, in its
+                    # state; weights_only loading refuses it, and the new scheduler has it anyway.
+                    scheduler={k: v for k, v in scheduler.state_dict().items() if not callable(v)},
                     scaler=scaler.state_dict() if scaler else None,
                     rng=_rng_state(),
                     epoch=epoch + 1,

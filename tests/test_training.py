@@ -1,5 +1,6 @@
 """The training engine on synthetic data, on the CPU: learning, exact resume, atomic checkpoints, NaN stop, CLI."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -109,6 +110,30 @@ def test_checkpoint_of_another_config_is_refused_and_kept(splits, tmp_path):
     with pytest.raises(CheckpointError, match=r"belongs to another run \(model: checkpoint 'A' vs now 'B'\)"):
         train(other, *splits, device="cpu", progress=False, checkpoint=path, resume=True)
     assert path.read_bytes() == before
+
+
+def test_checkpoint_of_other_data_is_refused_and_kept(splits, tmp_path):
+    path = tmp_path / "run.pt"
+    train(TrainConfig(epochs=1, **SMALL), *splits, device="cpu", progress=False, checkpoint=path)
+    before = path.read_bytes()
+    fewer = splits[0].subset(500)
+    with pytest.raises(CheckpointError, match=r"trained on other data \(1000 training.*now 500 and 200"):
+        train(
+            TrainConfig(epochs=1, **SMALL), fewer, splits[1], device="cpu", progress=False, checkpoint=path, resume=True
+        )
+    assert path.read_bytes() == before
+
+
+def test_run_names_differ_exactly_when_configs_do():
+    base = TrainConfig(**SMALL)
+    assert base.run_name() == TrainConfig(**SMALL).run_name()
+    assert base.run_name().startswith("A-w0.125-e30-") and len(base.run_name().split("-")[-1]) == 8
+    variants = [dataclasses.replace(base, **change) for change in (dict(epochs=3), dict(lr=0.1), dict(seed=1))]
+    names = {base.run_name(), *(v.run_name() for v in variants)}
+    assert len(names) == 4
+    # An alias is the same run: the config keeps the Table 1 letter.
+    assert TrainConfig(**{**SMALL, "model": "vgg11"}).run_name() == base.run_name()
+    assert TrainConfig(**{**SMALL, "model": 11}).model == "A"
 
 
 def test_an_existing_checkpoint_is_never_overwritten_by_a_new_run(splits, tmp_path):

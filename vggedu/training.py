@@ -9,6 +9,8 @@ result). Introduced in notebook 05; ``python -m vggedu.train`` is the command li
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import platform
@@ -52,7 +54,7 @@ SCHEDULES = ("plateau", "onecycle")
 class TrainConfig:
     """Everything that decides a training run; saved in every checkpoint and result."""
 
-    model: str = "D"  # Table 1 column or alias: "A".."E", "A-LRN", 11/13/16/19, "vgg16"
+    model: str = "D"  # Table 1 column: "A".."E", "A-LRN"; aliases (11/13/16/19, "vgg16") become the letter
     batch_norm: bool = True  # BatchNorm2d after every convolution (not in the paper; see notebook 03)
     width: float = 1.0  # multiplies every convolution's channels (0.25: a CPU-sized model)
     epochs: int = 30  # passes over the training set
@@ -74,7 +76,9 @@ class TrainConfig:
     dropout: float = 0.5  # dropout before fc7 and fc8 (the paper's 0.5, Section 3.1)
 
     def __post_init__(self) -> None:
-        config_name(self.model)  # raises a ConfigError naming the valid choices
+        # The Table 1 letter, whatever alias was given (16, "vgg16"), so equal runs compare equal;
+        # an unknown name raises a ConfigError naming the valid choices.
+        object.__setattr__(self, "model", config_name(self.model))
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(map(repr, SCHEDULES))}")
         for name in ("epochs", "batch_size"):
@@ -91,6 +95,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def run_name(self) -> str:
+        """A file name stem that differs whenever the config does, e.g. ``D-w1.0-e30-3f9c2a1b``.
+
+        Checkpoints named by it never collide: change any field and a new run starts beside
+        the old one instead of being refused by it (notebook 05).
+        """
+        digest = hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.model}-w{self.width}-e{self.epochs}-{digest}"
 
 
 class TrainingDiverged(RuntimeError):
@@ -410,6 +423,14 @@ def train(
         )
     if resume and checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, config)
+        saved = state.get("card", {})
+        now = {"train_images": len(fit_split), "test_images": len(test_split)}
+        if any(saved.get(k, v) != v for k, v in now.items()):
+            raise CheckpointError(
+                f"{checkpoint} was trained on other data ({saved.get('train_images')} training and "
+                f"{saved.get('test_images')} test images of {saved.get('data')!r}; now {now['train_images']} and "
+                f"{now['test_images']} of {train_split.source!r}). It is left untouched; give a new checkpoint path."
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

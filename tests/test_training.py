@@ -272,7 +272,8 @@ def test_cli_end_to_end_with_json(synthetic_root, tmp_path, capsys):
     assert cli.main([*run, "--json", str(tmp_path / "first.json")]) == 0
     result = json.loads((tmp_path / "first.json").read_text())
     assert result["test_accuracy"] > 0.3 and len(result["history"]) == 2 and result["wall_seconds"] > 0
-    assert result["card"]["data"].startswith("synthetic") and result["card"]["config"]["model"] == "11"
+    # --model 11 is stored as its Table 1 letter.
+    assert result["card"]["data"].startswith("synthetic") and result["card"]["config"]["model"] == "A"
     assert "test accuracy" in capsys.readouterr().out
     # Resuming a finished run trains nothing and gives the same answer.
     assert cli.main([*run, "--resume", "--json", str(tmp_path / "again.json")]) == 0

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .data import CIFAR10Split, download_cifar10, load_cifar10, write_synthetic_cifar10
+from .training import pick_device
 
 __all__ = ["Settings", "settings", "load_data"]
 
@@ -38,7 +39,7 @@ class Settings:
 
 def settings() -> Settings:
     """Read the environment; quick mode is chosen automatically where there is no GPU."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device("auto")
     mode = os.environ.get("VGGEDU_MODE", "").strip().lower()
     if mode not in ("", "quick", "full"):
         raise ValueError(f"VGGEDU_MODE must be 'quick' or 'full', got {mode!r}")

@@ -335,8 +335,12 @@ def save_checkpoint(path: str | Path, **state) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, config: TrainConfig | None = None) -> dict:
-    """Load a checkpoint with ``weights_only=True``; if ``config`` is given, it must be the checkpoint's."""
+def load_checkpoint(path: str | Path, config: TrainConfig | None = None, *, data: dict | None = None) -> dict:
+    """Load a checkpoint with ``weights_only=True``.
+
+    If ``config`` is given, it must be the checkpoint's; if ``data`` is given (``train_images``,
+    ``test_images`` and ``data``, as in the run card), the image counts must be the checkpoint's.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; start without --resume to train from scratch")
@@ -359,6 +363,14 @@ def load_checkpoint(path: str | Path, config: TrainConfig | None = None) -> dict
             raise CheckpointError(
                 f"{path} belongs to another run ({detail}). Resume with the checkpoint's settings, "
                 "or give a new --checkpoint path to start this run; the old checkpoint is left untouched."
+            )
+    if data is not None:
+        saved = state.get("card", {})
+        if any(saved.get(k, data[k]) != data[k] for k in ("train_images", "test_images")):
+            raise CheckpointError(
+                f"{path} was trained on other data ({saved.get('train_images')} training and "
+                f"{saved.get('test_images')} test images of {saved.get('data')!r}; now {data['train_images']} and "
+                f"{data['test_images']} of {data['data']!r}). It is left untouched; give a new checkpoint path."
             )
     return state
 
@@ -422,15 +434,8 @@ def train(
             "or give a new checkpoint path (or delete the file) to start again."
         )
     if resume and checkpoint is not None and checkpoint.exists():
-        state = load_checkpoint(checkpoint, config)
-        saved = state.get("card", {})
-        now = {"train_images": len(fit_split), "test_images": len(test_split)}
-        if any(saved.get(k, v) != v for k, v in now.items()):
-            raise CheckpointError(
-                f"{checkpoint} was trained on other data ({saved.get('train_images')} training and "
-                f"{saved.get('test_images')} test images of {saved.get('data')!r}; now {now['train_images']} and "
-                f"{now['test_images']} of {train_split.source!r}). It is left untouched; give a new checkpoint path."
-            )
+        data = {"train_images": len(fit_split), "test_images": len(test_split), "data": train_split.source}
+        state = load_checkpoint(checkpoint, config, data=data)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

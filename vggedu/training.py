@@ -407,6 +407,13 @@ def train(
     an existing ``checkpoint``, training continues after the last saved epoch; on the CPU the
     result is bit-identical to an uninterrupted run.
     """
+    checkpoint = Path(checkpoint) if checkpoint else None
+    existing = checkpoint is not None and checkpoint.exists()
+    if existing and not resume:
+        raise CheckpointError(
+            f"{checkpoint} already holds a run; it is left untouched. Resume it (resume=True, --resume), "
+            "or give a new checkpoint path (or delete the file) to start again."
+        )
     device = pick_device(device) if isinstance(device, str) else device
     amp_dtype = autocast_dtype(device, config.mixed_precision)
     fit_split, val_split = _split_validation(train_split, config)
@@ -427,15 +434,17 @@ def train(
     history: list[dict] = []
     start_epoch = 0
 
-    checkpoint = Path(checkpoint) if checkpoint else None
-    if not resume and checkpoint is not None and checkpoint.exists():
-        raise CheckpointError(
-            f"{checkpoint} already holds a run; it is left untouched. Resume it (resume=True, --resume), "
-            "or give a new checkpoint path (or delete the file) to start again."
-        )
-    if resume and checkpoint is not None and checkpoint.exists():
-        data = {"train_images": len(fit_split), "test_images": len(test_split), "data": train_split.source}
-        state = load_checkpoint(checkpoint, config, data=data)
+    card = run_card(
+        config,
+        device,
+        data=train_split.source,
+        train_images=len(fit_split),
+        test_images=len(test_split),
+        mode=mode,
+        amp_dtype=amp_dtype,
+    )
+    if existing:  # and resume, or we would have stopped above
+        state = load_checkpoint(checkpoint, config, data=card)  # the card says what data this run has
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -447,15 +456,6 @@ def train(
     else:
         torch.manual_seed(config.seed)  # dropout draws the same masks in every run of this config
 
-    card = run_card(
-        config,
-        device,
-        data=train_split.source,
-        train_images=len(fit_split),
-        test_images=len(test_split),
-        mode=mode,
-        amp_dtype=amp_dtype,
-    )
     bar = None
     if progress:
         from tqdm.auto import tqdm

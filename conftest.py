@@ -5,9 +5,13 @@ variables. Set them yourself to test a notebook on real data, e.g.
 VGGEDU_DATA=data VGGEDU_MODE=full pytest notebooks/05_training_vgg.ipynb
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("VGGEDU_MODE", "quick")  # small, CPU-sized runs
 os.environ.setdefault("VGGEDU_DATA", "synthetic")  # no network in CI: data written by the notebook itself
-os.environ.setdefault("VGGEDU_RUNS", tempfile.mkdtemp(prefix="vggedu-runs-"))  # checkpoints of this test session only
+if "VGGEDU_RUNS" not in os.environ:  # checkpoints and synthetic data of this test session only, removed after it
+    os.environ["VGGEDU_RUNS"] = tempfile.mkdtemp(prefix="vggedu-runs-")
+    atexit.register(shutil.rmtree, os.environ["VGGEDU_RUNS"], ignore_errors=True)

@@ -4,7 +4,8 @@ Environment variables (all optional):
 
 * ``VGGEDU_MODE``: ``quick`` or ``full``. Unset: full where there is a GPU, quick elsewhere.
 * ``VGGEDU_DATA``: a folder that holds (or will hold) ``cifar-10-batches-py`` (default
-  ``data``), or ``synthetic`` for the small generated set the tests use.
+  ``data``), or ``synthetic`` for the small generated set the tests use (written under
+  ``VGGEDU_RUNS``).
 * ``VGGEDU_NO_VERIFY=1``: accept a copy in the official layout whose checksums differ.
 * ``VGGEDU_DATA_LABEL``: how results should name the data (e.g. ``CIFAR-10 (JPEG copy)``).
 * ``VGGEDU_RUNS``: where checkpoints and results go (default ``runs``).
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,9 +64,8 @@ def load_data(
     s: Settings, *, synthetic_train: int = 2000, synthetic_test: int = 500
 ) -> tuple[CIFAR10Split, CIFAR10Split]:
     """Train and test splits as the settings say: synthetic, an existing folder, or a download."""
-    if s.data == "synthetic":
-        root = Path(tempfile.mkdtemp(prefix="vggedu-synthetic-"))
-        write_synthetic_cifar10(root, n_train=synthetic_train, n_test=synthetic_test)
+    if s.data == "synthetic":  # deterministic, so rewritten in place each time; it lives with the runs
+        root = write_synthetic_cifar10(s.runs / "synthetic-data", n_train=synthetic_train, n_test=synthetic_test)
         verify = False
     else:
         root, verify = Path(s.data), s.verify

@@ -108,3 +108,16 @@ def test_macs_scale_with_input_area():
 def test_analysis_rejects_bad_input(bad, match):
     with pytest.raises(ValueError, match=match):
         layer_stats("D", **bad)
+
+
+@pytest.mark.parametrize("name", list(VGG_CONFIGS))
+def test_flops_equal_pytorchs_flop_counter(name):
+    """count_flops (pure arithmetic) against torch.utils.flop_counter on the model itself, at 224x224."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):  # shapes only: no memory, no arithmetic
+        model = vgg(name)
+        x = torch.empty(1, 3, 224, 224)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    assert counter.get_total_flops() == count_flops(name)

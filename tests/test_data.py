@@ -2,6 +2,8 @@
 
 import pickle
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import torch
 
 from vggedu.data import (
     CIFAR10_CLASSES,
+    CIFAR10Split,
     DataError,
     DeviceLoader,
     channel_stats,
@@ -174,3 +177,101 @@ def test_confusion_matrix_counts():
 
     matrix = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+
+
+def test_channel_stats_streams_without_copying_the_set():
+    """20,000 CIFAR-sized images (60 MB as uint8): a float64 copy of them would be 490 MB."""
+    script = (
+        "import resource, torch\n"
+        "from vggedu.data import channel_stats\n"
+        "images = torch.full((20_000, 3, 32, 32), 7, dtype=torch.uint8)\n"
+        "channel_stats(images[:2048])  # warm up: allocator, kernels\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "mean, std = channel_stats(images)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < 32, f"peak memory grew by {result.stdout.strip()} MB"
+
+
+def test_channel_stats_in_chunks_equal_one_pass():
+    images = torch.randint(0, 256, (1000, 3, 5, 5), dtype=torch.uint8)
+    chunked, whole = channel_stats(images, chunk=7), channel_stats(images, chunk=1000)
+    assert chunked[0] == pytest.approx(whole[0], rel=1e-12) and chunked[1] == pytest.approx(whole[1], rel=1e-12)
+
+
+def test_an_epochs_draws_are_made_once(small_split, monkeypatch):
+    """Order, offsets and flips: drawn once per epoch, not once per batch (each draw is a host-to-device copy)."""
+    calls = {"randint": 0, "rand": 0, "randperm": 0}
+    for name in calls:
+        original = getattr(torch, name)
+
+        def counted(*args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(torch, name, counted)
+    batches = _batches(DeviceLoader(small_split, 20, train=True, seed=0), epoch=0)
+    assert len(batches) == 15
+    assert calls == {"randint": 2, "rand": 1, "randperm": 1}
+
+
+def _position_images(n):
+    """uint8 images whose pixel (y, x) holds y + 1 in channel 0 and x + 1 in channel 1 (padding stays 0)."""
+    ramp = torch.arange(1, 33, dtype=torch.uint8)
+    image = torch.stack(
+        [ramp[:, None].expand(32, 32), ramp[None, :].expand(32, 32), torch.zeros(32, 32, dtype=torch.uint8)]
+    )
+    return CIFAR10Split(image.expand(n, 3, 32, 32).clone(), torch.arange(n) % 10, CIFAR10_CLASSES, "positions")
+
+
+def test_crops_reach_all_81_positions_evenly_and_flip_half_the_time():
+    loader = DeviceLoader(_position_images(2025), 2025, train=True, seed=0, mean=(0, 0, 0), std=(1 / 255,) * 3)
+    offsets, flips = [], []
+    for epoch in range(4):
+        x, _ = _batches(loader, epoch)[0]
+        flipped = x[:, 1, 16, 16] < x[:, 1, 16, 15]  # columns read backwards
+        # Crop row/column 16 shows image row dy + 12 (value dy + 13); mirrored, column 16 shows dx + 11.
+        dy = x[:, 0, 16, 16].long() - 13
+        dx = torch.where(flipped, x[:, 1, 16, 16].long() - 12, x[:, 1, 16, 16].long() - 13)
+        offsets.append(dy * 9 + dx)
+        flips.append(flipped)
+    counts = torch.bincount(torch.cat(offsets), minlength=81)
+    assert len(counts) == 81 and counts.min() > 0, "every one of the 9 x 9 offsets occurs"
+    expected = 4 * 2025 / 81  # 100 per position
+    assert counts.min() > 0.6 * expected and counts.max() < 1.4 * expected, counts.tolist()
+    assert 0.45 < torch.cat(flips).float().mean().item() < 0.55
+
+
+def test_stratified_split_is_disjoint_covering_balanced_and_fixed_by_the_seed():
+    from vggedu.data import stratified_split
+
+    labels = torch.arange(1000) % 10
+    labels[:37] = 3  # one class larger than the others
+    fit, val = stratified_split(labels, 150, seed=1)
+    assert len(val) == 150 and len(fit) == 850
+    assert torch.equal(torch.sort(torch.cat([fit, val])).values, torch.arange(1000))
+    share = torch.bincount(labels[val], minlength=10).double() / 150
+    whole = torch.bincount(labels, minlength=10).double() / 1000
+    assert (share - whole).abs().max() < 1 / 150 + 1e-9  # each class within one image of its share
+    assert torch.equal(stratified_split(labels, 150, seed=1)[1], val)
+    assert not torch.equal(stratified_split(labels, 150, seed=2)[1], val)
+    with pytest.raises(ValueError, match="val_size must be a whole number from 0 to 999"):
+        stratified_split(labels, 1000)
+
+
+def test_processes_share_each_global_batch_exactly(small_split):
+    one = _batches(DeviceLoader(small_split, 60, train=True, seed=5), epoch=2)
+    ranks = [
+        _batches(DeviceLoader(small_split, 60, train=True, seed=5, rank=r, world_size=3), epoch=2) for r in range(3)
+    ]
+    assert [len(b) for b in ranks] == [len(one)] * 3
+    for step, (x, y) in enumerate(one):
+        assert torch.equal(torch.cat([ranks[r][step][0] for r in range(3)]), x)
+        assert torch.equal(torch.cat([ranks[r][step][1] for r in range(3)]), y)
+    evals = [DeviceLoader(small_split, 64, train=False, rank=r, world_size=2) for r in range(2)]
+    labels = torch.cat([y for loader in evals for _, y in loader])
+    assert len(labels) == 300 and torch.equal(torch.sort(labels).values, torch.sort(small_split.labels).values)
+    with pytest.raises(ValueError, match="must be divisible by the 3 processes"):
+        DeviceLoader(small_split, 64, train=True, rank=0, world_size=3)

@@ -141,3 +141,14 @@ def small_model():
 def test_bad_inputs_are_caught_before_any_layer(small_model, shape, match):
     with pytest.raises(ValueError, match=match):
         small_model(torch.randn(*shape))
+
+
+def test_vgg_says_what_its_features_need():
+    from torch import nn
+
+    from vggedu import VGG
+
+    with pytest.raises(ValueError, match=r"VGG needs features with at least one Conv2d.*make_layers\('D'\)"):
+        VGG(nn.Sequential(nn.MaxPool2d(2), nn.ReLU()))
+    with pytest.raises(TypeError, match=r"as an nn.Sequential.*got list"):
+        VGG([nn.Conv2d(3, 8, 3)])

@@ -115,7 +115,7 @@ _TABLE_1: dict[str, tuple[Layer, ...]] = {
     ),
 }
 
-# Depths (weight layers, as the seed walkthrough keys them) and torchvision's names.
+# Depths (weight layers, as the classic CIFAR-10 VGG recipe keys them) and torchvision's names.
 _ALIASES: dict[object, str] = {
     11: "A",
     13: "B",

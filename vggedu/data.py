@@ -36,7 +36,10 @@ __all__ = [
     "cifar10_folder",
     "download_cifar10",
     "load_cifar10",
+    "crop_flip",
+    "crop_flip_draws",
     "random_crop_flip",
+    "stratified_split",
     "torchvision_loader",
     "write_synthetic_cifar10",
 ]
@@ -76,6 +79,10 @@ class CIFAR10Split:
     def subset(self, n: int) -> CIFAR10Split:
         """The first ``n`` images (the official batches are already in random order)."""
         return CIFAR10Split(self.images[:n], self.labels[:n], self.classes, self.source)
+
+    def take(self, index: torch.Tensor) -> CIFAR10Split:
+        """The images at ``index`` (a 1-D index tensor), e.g. one part of :func:`stratified_split`."""
+        return CIFAR10Split(self.images[index], self.labels[index], self.classes, self.source)
 
 
 def cifar10_folder(root: str | Path) -> Path:
@@ -187,10 +194,55 @@ def load_cifar10(root: str | Path, *, train: bool = True, verify: bool = True) -
     )
 
 
-def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of uint8 images (N, 3, H, W), pixels scaled to [0, 1]."""
-    x = images.to(torch.float64).div_(255).transpose(0, 1).reshape(images.shape[1], -1)
-    return tuple(x.mean(1).tolist()), tuple(x.std(1).tolist())
+def channel_stats(images: torch.Tensor, *, chunk: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images (N, C, H, W), pixels scaled to [0, 1].
+
+    Streams ``chunk`` images at a time into float64 sums of x and x^2, so the extra memory is
+    one chunk in float64 (6 MB for 256 CIFAR images), not a float copy of the whole set
+    (1.2 GB for CIFAR-10 in float64). The standard deviation is the sample one (divisor count - 1).
+    """
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    total_sq = torch.zeros(channels, dtype=torch.float64)
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk].to(torch.float64)
+        total += x.sum((0, 2, 3))
+        total_sq += x.square_().sum((0, 2, 3))
+    count = images.numel() // channels
+    mean = total / count
+    # sum((x - mean)^2) = sum(x^2) - count mean^2: exact enough in float64 for 8-bit pixels.
+    var = (total_sq - count * mean.square()) / max(count - 1, 1)
+    return tuple((mean / 255).tolist()), tuple((var.clamp(min=0).sqrt() / 255).tolist())
+
+
+def stratified_split(labels: torch.Tensor, val_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of a training part and a held-out validation part of ``val_size`` images.
+
+    Stratified: each class gives its share of ``val_size`` (rounded by largest remainder),
+    so the validation part has the class balance of the whole. Which images are held out
+    depends only on ``seed``. Both index tensors are sorted, disjoint and together cover
+    every image. Notebook 05 uses the validation part for every choice; the test set is
+    kept for one final measurement.
+    """
+    n = len(labels)
+    if isinstance(val_size, bool) or not isinstance(val_size, int) or not 0 <= val_size < n:
+        raise ValueError(
+            f"val_size must be a whole number from 0 to {n - 1} (the training set has {n} images), got {val_size!r}"
+        )
+    generator = torch.Generator().manual_seed(2**40 + seed)  # a stream apart from the epochs' (seed, epoch) ones
+    classes, counts = torch.unique(labels, return_counts=True)
+    exact = counts.double() * val_size / n
+    quota = exact.floor().long()
+    remainder = val_size - int(quota.sum())
+    if remainder:  # the classes with the largest fractional parts give one more image each
+        quota[torch.argsort(exact - quota, descending=True, stable=True)[:remainder]] += 1
+    held_out = []
+    for label, k in zip(classes.tolist(), quota.tolist()):
+        members = torch.nonzero(labels == label).flatten()
+        held_out.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    val_mask = torch.zeros(n, dtype=torch.bool)
+    val_mask[torch.cat(held_out)] = True
+    return torch.nonzero(~val_mask).flatten(), torch.nonzero(val_mask).flatten()
 
 
 def write_synthetic_cifar10(
@@ -239,19 +291,16 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def random_crop_flip(padded: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Augment a whole batch at once: a random crop and a coin-flip mirror per image.
+def crop_flip(padded: torch.Tensor, pad: int, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Crop every image of a batch at its own offset and mirror the flagged ones, in one gather.
 
-    ``padded`` holds images (N, C, H + 2 pad, W + 2 pad), any dtype, on any device; the result
-    is (N, C, H, W) on the same device. Offsets and flips are drawn on the CPU from
-    ``generator`` (so they are the same on every device), then one gather reads every
-    image's window at once: no per-image Python.
+    ``padded`` holds images (N, C, H + 2 pad, W + 2 pad); ``dy``, ``dx`` (N,) are each crop's
+    top-left corner (0 .. 2 pad) and ``flip`` (N,) says which images to mirror, all on
+    ``padded``'s device. Returns (N, C, H, W): no per-image Python, nothing copied to the device.
     """
-    n, channels, height, width = padded.shape[0], padded.shape[1], padded.shape[2] - 2 * pad, padded.shape[3] - 2 * pad
+    n, channels = padded.shape[0], padded.shape[1]
+    height, width = padded.shape[2] - 2 * pad, padded.shape[3] - 2 * pad
     device = padded.device
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(device)
     rows = (dy[:, None] + torch.arange(height, device=device))[:, None, :, None]  # (n, 1, H, 1)
     cols = dx[:, None] + torch.arange(width, device=device)
     cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, None, :]  # mirroring = reading columns backwards
@@ -260,13 +309,42 @@ def random_crop_flip(padded: torch.Tensor, pad: int, generator: torch.Generator)
     return padded[batch, channel, rows, cols]
 
 
+def crop_flip_draws(n: int, pad: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random crop offsets ``dy``, ``dx`` (uniform over 0 .. 2 pad) and coin-flip mirrors for ``n`` images.
+
+    Drawn on the CPU from ``generator``, so the same seed gives the same crops on every device.
+    """
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    return dy, dx, flip
+
+
+def random_crop_flip(padded: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Augment one batch: a random crop and a coin-flip mirror per image (notebook 04).
+
+    Draws with :func:`crop_flip_draws`, then :func:`crop_flip`. :class:`DeviceLoader` draws a
+    whole epoch's offsets at once instead and moves them to the device once per epoch.
+    """
+    dy, dx, flip = (t.to(padded.device) for t in crop_flip_draws(len(padded), pad, generator))
+    return crop_flip(padded, pad, dy, dx, flip)
+
+
 class DeviceLoader:
     """Batches from a split held on ``device`` as uint8, augmented whole batches at a time.
 
     Augmentation (``train=True``): random crop of 32x32 from the image padded by 4 pixels of
-    zeros, and a horizontal flip with probability 1/2; no per-image Python. Order and
-    augmentation depend only on ``seed`` and the epoch (see :meth:`set_epoch`). Yields
-    normalised float images (N, 3, 32, 32) in ``dtype`` (channels-last if asked) and labels.
+    zeros, and a horizontal flip with probability 1/2; no per-image Python. The epoch's order,
+    crop offsets and flips are drawn once per epoch on the CPU and copied to the device in one
+    transfer (a host-to-device copy per step would stall a GPU's queue every step); they
+    depend only on ``seed`` and the epoch (see :meth:`set_epoch`). Yields normalised float
+    images (N, 3, 32, 32) in ``dtype`` (channels-last if asked) and labels.
+
+    With ``world_size > 1`` (several processes, see :mod:`vggedu.distributed`) every process
+    draws the same epoch and takes its own disjoint part of each batch: ``batch_size`` is the
+    global batch, so together the processes see exactly the batches one process would. For
+    evaluation (``train=False``) each process takes a disjoint part of the split, and together
+    they cover it.
     """
 
     def __init__(
@@ -283,13 +361,24 @@ class DeviceLoader:
         channels_last: bool = False,
         drop_last: bool | None = None,
         pad: int = 4,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in 0 .. world_size - 1 = {world_size - 1}, got {rank}")
+        if train and batch_size % world_size:
+            raise ValueError(
+                f"batch_size {batch_size} (the global batch) must be divisible by the {world_size} processes"
+            )
         self.device = torch.device(device)
         self.train, self.batch_size, self.seed, self.pad = train, batch_size, seed, pad
+        self.rank, self.world_size = rank, world_size
         self.drop_last = train if drop_last is None else drop_last
         self.dtype, self.channels_last = dtype, channels_last
+        if not train and world_size > 1:  # this process's part of the split
+            split = split.take(torch.arange(rank, len(split), world_size))
         images = split.images.to(self.device)
         # Padded once, up front: a crop is then a plain slice of the stored images.
         self.images = torch.nn.functional.pad(images, (pad,) * 4) if train and pad else images
@@ -313,17 +402,33 @@ class DeviceLoader:
         x = images.float().sub_(self.mean).mul_(self.inv_std)
         return x if self.dtype == torch.float32 else x.to(self.dtype)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch_draws(self) -> torch.Tensor:
+        """This epoch's image order, crop offsets and flips: an int64 (4, N) tensor on the device.
+
+        Rows: image index at each position of the epoch, ``dy``, ``dx``, flip (0/1). Drawn from
+        one generator seeded by (seed, epoch), on the CPU, then copied to the device once.
+        """
         n = len(self.labels)
         generator = _epoch_generator(self.seed, self.epoch)
-        order = torch.randperm(n, generator=generator).to(self.device) if self.train else None
+        order = torch.randperm(n, generator=generator)
+        dy, dx, flip = crop_flip_draws(n, self.pad, generator)
+        return torch.stack([order, dy, dx, flip.long()]).to(self.device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        if not self.train:
+            for start in range(0, len(self) * self.batch_size, self.batch_size):
+                index = slice(start, min(start + self.batch_size, n))
+                yield self.normalize(self.images[index]), self.labels[index]
+            return
+        draws = self.epoch_draws()
+        local = self.batch_size // self.world_size
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            end = min(start + self.batch_size, n)
-            index = order[start:end] if order is not None else slice(start, end)
-            images = self.images[index]
-            if self.train:
-                images = random_crop_flip(images, self.pad, generator)
-            yield self.normalize(images), self.labels[index]
+            # This process's part of the global batch [start, start + batch_size).
+            first = start + self.rank * local
+            order, dy, dx, flip = draws[:, first : min(first + local, n)]
+            images = crop_flip(self.images[order], self.pad, dy, dx, flip.bool())
+            yield self.normalize(images), self.labels[order]
 
 
 class _PILDataset(torch.utils.data.Dataset):

@@ -63,17 +63,26 @@ def make_layers(
     return nn.Sequential(*layers)
 
 
-def _feature_channels(features: nn.Sequential) -> int:
+def _convolutions(features: object) -> list[nn.Conv2d]:
+    """The Conv2d layers of ``features``, or a ValueError that says what VGG needs."""
+    if not isinstance(features, nn.Sequential):
+        raise TypeError(
+            "VGG needs its convolutional part as an nn.Sequential, e.g. make_layers('D'); "
+            f"got {type(features).__name__}"
+        )
     convs = [m for m in features if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise ValueError("features must contain at least one Conv2d")
-    return convs[-1].out_channels
+        raise ValueError(
+            "VGG needs features with at least one Conv2d (its first sets the input channels, its last the "
+            f"classifier's width), e.g. make_layers('D'); got {len(features)} layers and no convolution"
+        )
+    return convs
 
 
 class VGG(nn.Module):
     """A VGG network: ``features`` (convolutions), ``avgpool``, ``classifier`` (FC head).
 
-    Heads (Section 2.1 and the seed walkthrough's CIFAR adaptation):
+    Heads (Section 2.1, and the CIFAR adaptation of the classic CIFAR-10 VGG recipe):
 
     * ``"imagenet"``: the paper's head. ``AdaptiveAvgPool2d(7)`` then
       ``C*7*7 -> 4096 -> 4096 -> num_classes`` with ReLU and dropout 0.5. At 224x224 the
@@ -100,10 +109,11 @@ class VGG(nn.Module):
         _check_num_classes(num_classes)
         check_choice("head", head, HEADS)
         check_choice("init", init, INITS)
+        convs = _convolutions(features)
         self.features = features
-        self.in_channels = next(m for m in features if isinstance(m, nn.Conv2d)).in_channels
+        self.in_channels = convs[0].in_channels
         self.min_input_size = 2 ** sum(isinstance(m, nn.MaxPool2d) for m in features)
-        channels = _feature_channels(features)
+        channels = convs[-1].out_channels
         if head == "imagenet":
             self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
             in_features, hidden = channels * 7 * 7, 4096
@@ -168,7 +178,7 @@ def initialize(model: nn.Module, init: Init = "kaiming") -> nn.Module:
     """Initialise weights in place.
 
     ``"kaiming"``: He et al. (2015) normal init for convolutions (fan-out, ReLU gain), as
-    the seed walkthrough and torchvision do, and for the hidden linear layers (fan-in), so a
+    the classic CIFAR-10 VGG recipe and torchvision do, and for the hidden linear layers (fan-in), so a
     narrow CIFAR head passes a signal from the first step; N(0, 0.01^2) for the last layer.
     ``"paper"``: Section 3.1, "weights sampled from a normal distribution with zero mean
     and 10^-2 variance" (standard deviation 0.1), biases zero. (Caffe models of the time

@@ -5,7 +5,7 @@ Introduced in notebooks 04 and 05.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -53,20 +53,49 @@ def image_grid(
     return fig
 
 
-def plot_history(histories: dict[str, list[dict]], *, title: str = ""):
-    """Learning curves: test accuracy and training loss against epoch, one line per run."""
-    import matplotlib.pyplot as plt
+def _loss_label(smoothing: float | None) -> str:
+    if smoothing is None:
+        return "train loss (as optimised)"
+    return f"train loss (label-smoothed {smoothing:g})" if smoothing else "train loss"
 
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for name, history in histories.items():
+
+def plot_history(runs: Mapping[str, object], *, label_smoothing: float | None = None, title: str = ""):
+    """Learning curves, one colour per run: accuracy (left) and loss (right) against epoch.
+
+    ``runs`` maps a name to a :class:`~vggedu.training.TrainResult` or to its ``history`` (a
+    list of rows). Accuracy is the validation split's, the basis for choices; a test curve,
+    where a run has one, is dashed and labelled as never used for a choice. The training loss
+    is the one optimised: its label says when it was label-smoothed (read from a result's run
+    card, or ``label_smoothing`` for bare histories), since such a loss is not comparable with
+    the plain cross-entropy of the validation loss beside it.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for i, (name, run) in enumerate(runs.items()):
+        history = getattr(run, "history", run)
+        smoothing = run.card["config"]["label_smoothing"] if hasattr(run, "card") else label_smoothing
+        colour = f"C{i % 10}"
         epochs = [row["epoch"] for row in history]
-        ax_acc.plot(epochs, [100 * row["test_accuracy"] for row in history], "o-", ms=3, label=name)
-        ax_loss.plot(epochs, [row["train_loss"] for row in history], "o-", ms=3, label=name)
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
-    ax_loss.set(xlabel="epoch", ylabel="training loss", title="Training loss")
+
+        def curve(ax, key, label, style="o-", scale=1.0, history=history, epochs=epochs, colour=colour, name=name):
+            if history and key in history[0]:
+                values = [scale * row[key] for row in history]
+                ax.plot(epochs, values, style, ms=3, color=colour, label=f"{name}: {label}")
+
+        curve(ax_acc, "val_accuracy", "validation", scale=100)
+        curve(ax_acc, "test_accuracy", "test (curve only, no choices)", style="x--", scale=100)
+        if history and "val_accuracy" not in history[0] and "test_accuracy" not in history[0]:
+            curve(ax_acc, "train_accuracy", "training (augmented)", scale=100)
+        curve(ax_loss, "train_loss", _loss_label(smoothing))
+        curve(ax_loss, "val_loss", "validation loss (plain cross-entropy)", style="s--")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="Loss")
     for ax in (ax_acc, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

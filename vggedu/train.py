@@ -3,9 +3,11 @@
     python -m vggedu.train --data-root data --download              # VGG-16-BN, full recipe (GPU)
     python -m vggedu.train --data-root data --preset cpu            # the classroom model, ~10 min on 2 cores
     python -m vggedu.train --data-root data --checkpoint runs/a.pt --resume   # continue after a disconnect
+    torchrun --nproc_per_node=4 -m vggedu.train --data-root data --preset gpu # four GPUs, one batch of 512
 
 Every flag of :class:`vggedu.training.TrainConfig` has a ``--flag``; ``--preset`` sets a
-group of them, and flags given explicitly win over the preset.
+group of them, and flags given explicitly win over the preset. 5,000 training images are
+held out for validation unless ``--val-size 0``; the test set is measured once, at the end.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import distributed as dist
 from .configs import ConfigError
 from .data import DataError, download_cifar10, load_cifar10
 from .training import CheckpointError, TrainConfig, TrainingDiverged, pick_device, train
@@ -45,18 +48,20 @@ _HELP = {
     "epochs": "passes over the training set (default 30)",
     "batch_size": "images per step (default 256)",
     "lr": "peak (onecycle) or starting (plateau) learning rate (default 0.05)",
-    "momentum": "SGD momentum (default 0.9, as in the paper)",
+    "momentum": "SGD momentum, constant in every schedule (default 0.9, as in the paper)",
     "weight_decay": "L2 weight decay (default 5e-4, as in the paper)",
-    "schedule": "learning-rate schedule: onecycle, or plateau (the seed's ReduceLROnPlateau)",
+    "schedule": "learning-rate schedule: onecycle, or plateau (ReduceLROnPlateau on the validation loss)",
     "label_smoothing": "label smoothing, e.g. 0.1 (default 0)",
     "mixed_precision": "bf16/fp16 autocast where the device runs it fast (default on)",
     "channels_last": "NHWC memory layout (default on)",
     "seed": "random seed for weights, data order, augmentation, dropout (default 0)",
-    "train_size": "use only the first N training images (default 0: all 50,000)",
-    "val_size": "hold out N training images for validation; plateau watches their loss (default 0)",
+    "train_size": "train on only the first N images left after the validation split (default 0: all)",
+    "val_size": "hold out N training images (stratified) for validation, the basis of every choice; "
+    "plateau watches their loss; 0 trains on all 50,000 (default 5000)",
     "plateau_patience": "epochs without improvement before plateau divides the learning rate by 10 (default 2)",
     "init": "weight initialisation: kaiming, or paper (N(0, 10^-2))",
     "dropout": "dropout probability in the classifier (default 0.5, as in the paper)",
+    "sync_batchnorm": "with several processes (torchrun): batch norm over the global batch (default off)",
 }
 
 
@@ -77,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept a folder in the CIFAR-10 layout made elsewhere: check structure, not checksums",
     )
     data.add_argument("--data-label", help="describe the data in the run card (e.g. 'CIFAR-10 (JPEG copy)')")
-    data.add_argument("--device", default="auto", help="auto (a GPU if there is one), cpu or cuda (default: auto)")
+    data.add_argument(
+        "--device", default="auto", help="auto (a GPU if there is one, else Apple mps, else the CPU), cpu, cuda or mps"
+    )
     data.add_argument(
         "--checkpoint",
         help="checkpoint file, written atomically after every epoch; an existing one is continued "
@@ -88,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--preset", choices=sorted(PRESETS), help="cpu: the classroom model; gpu: VGG-16-BN recipe")
     data.add_argument("--mode", default=None, help="label for the run card (default: the preset, or 'custom')")
     data.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
+    data.add_argument(
+        "--test-curve",
+        action="store_true",
+        help="also measure the test set after every epoch, for learning curves only (never for choices)",
+    )
 
     config = parser.add_argument_group("training config (vggedu.training.TrainConfig)")
     for field in dataclasses.fields(TrainConfig):
@@ -120,24 +132,40 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
-        device = pick_device(args.device)
-        if args.download:
+        device = dist.setup(pick_device(args.device))  # several processes under torchrun: one device each
+    except (ConfigError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        return _train(args, config, device)
+    finally:
+        dist.cleanup()
+
+
+def _train(args: argparse.Namespace, config: TrainConfig, device) -> int:
+    say = print if dist.is_main() else (lambda *a, **k: None)  # one process speaks for all
+    try:
+        if args.download and dist.is_main():
             download_cifar10(args.data_root)
+        dist.barrier()
         train_split = load_cifar10(args.data_root, train=True, verify=not args.no_verify)
         test_split = load_cifar10(args.data_root, train=False, verify=not args.no_verify)
         if args.data_label:
             train_split = dataclasses.replace(train_split, source=args.data_label)
-        print(
-            f"training {config.model} (width {config.width}, batch norm {config.batch_norm}) on {device.type}: "
-            f"{train_split.source}",
+        processes = f" x {dist.world_size()} processes" if dist.world_size() > 1 else ""
+        say(
+            f"training {config.model} (width {config.width}, batch norm {config.batch_norm}) on "
+            f"{device.type}{processes}: {train_split.source}",
             flush=True,
         )
         start = time.perf_counter()
 
         def report(row: dict) -> None:
-            print(
+            held_out = f"  val acc {row['val_accuracy']:.4f}" if "val_accuracy" in row else ""
+            curve = f"  test acc {row['test_accuracy']:.4f} (curve only)" if "test_accuracy" in row else ""
+            say(
                 f"epoch {row['epoch']:3d}  lr {row['lr']:.4f}  train loss {row['train_loss']:.3f} "
-                f"acc {row['train_accuracy']:.3f}  test acc {row['test_accuracy']:.4f}  {row['seconds']:.1f} s",
+                f"acc {row['train_accuracy']:.3f}{held_out}{curve}  {row['seconds']:.1f} s",
                 flush=True,
             )
 
@@ -150,21 +178,24 @@ def main(argv: list[str] | None = None) -> int:
             resume=args.resume,
             mode=args.mode or args.preset or "custom",
             progress=not args.no_progress,
+            test_curve=args.test_curve,
             on_epoch_end=report,
         )
         wall = time.perf_counter() - start
     except (ConfigError, DataError, CheckpointError, TrainingDiverged, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(
-        f"test accuracy {result.test_accuracy:.4f} ({result.test_accuracy_tta:.4f} with flip TTA); "
-        f"{wall:.0f} s wall, {result.seconds:.0f} s in epochs"
+    held_out = f"validation accuracy {result.val_accuracy:.4f}; " if result.val_accuracy is not None else ""
+    say(
+        f"{held_out}test accuracy {result.test_accuracy:.4f} ({result.test_accuracy_tta:.4f} with flip TTA), "
+        f"measured once; {wall:.0f} s wall, {result.seconds:.0f} s in epochs"
     )
-    if args.json:
+    if args.json and dist.is_main():
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
             json.dumps(
                 {
+                    "val_accuracy": result.val_accuracy,
                     "test_accuracy": result.test_accuracy,
                     "test_accuracy_tta": result.test_accuracy_tta,
                     "wall_seconds": wall,
@@ -175,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2,
             )
         )
+    dist.barrier()
     return 0
 
 

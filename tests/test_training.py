@@ -597,3 +597,43 @@ def test_two_processes_train_as_one_does(synthetic_root, tmp_path):
     model = build_model(TrainConfig(**state["config"]))
     model.load_state_dict(state["model"], strict=True)
     assert state["epoch"] == 2 and state["card"]["world_size"] == 2
+
+
+# --- a time budget ---------------------------------------------------------------------------
+
+
+def test_a_time_budget_plans_the_epochs_that_fit_and_a_resume_keeps_the_plan(splits, tmp_path):
+    config = TrainConfig(epochs=200, time_budget=4.0, **SMALL)
+    path = tmp_path / "budget.pt"
+    with pytest.raises(Kill):
+        train(config, *splits, device="cpu", progress=False, checkpoint=path, on_epoch_end=_kill_after(2))
+    plan = load_checkpoint(path)["plan"]
+    assert 2 <= plan["epochs"] < 200 and plan["max_epochs"] == 200 and plan["images_per_second"] > 0
+    resumed = train(config, *splits, device="cpu", progress=False, checkpoint=path, resume=True)
+    assert len(resumed.history) == plan["epochs"] and resumed.card["time_budget"] == plan
+    lrs = [row["lr"] for row in resumed.history]
+    assert lrs.index(max(lrs)) < len(lrs) - 1 and lrs[-1] < 0.2 * max(lrs)  # one cycle over the planned epochs
+
+
+def test_a_fresh_budgeted_run_stays_within_its_budget(splits):
+    started = time.perf_counter()
+    result = train(TrainConfig(epochs=200, time_budget=3.0, **SMALL), *splits, device="cpu", progress=False)
+    wall = time.perf_counter() - started
+    assert wall < 3.0 * 1.3, (wall, result.card["time_budget"])  # a loaded machine may run a little over
+    assert len(result.history) == result.card["time_budget"]["epochs"]
+
+
+def test_a_budget_too_small_for_one_epoch_says_so(splits):
+    with pytest.raises(ValueError, match=r"time budget of 0.01 s does not fit one epoch.*Give a larger budget"):
+        train(TrainConfig(epochs=5, time_budget=0.01, **SMALL), *splits, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("text, seconds", [("600", 600), ("600s", 600), ("10m", 600), ("1.5h", 5400), ("0", 0)])
+def test_durations_on_the_command_line(text, seconds):
+    assert cli.parse_duration(text) == seconds
+
+
+def test_a_bad_duration_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--time-budget", "ten minutes"])
+    assert "write e.g. 600, 600s, 10m or 1.5h" in capsys.readouterr().err

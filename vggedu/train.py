@@ -62,7 +62,25 @@ _HELP = {
     "init": "weight initialisation: kaiming, or paper (N(0, 10^-2))",
     "dropout": "dropout probability in the classifier (default 0.5, as in the paper)",
     "sync_batchnorm": "with several processes (torchrun): batch norm over the global batch (default off)",
+    "time_budget": "seconds for the whole run, or with a unit: 600, 10m, 1.5h; the trainer times a few steps and "
+    "plans the schedule over the epochs that fit, --epochs being the most (default: no budget)",
 }
+
+
+def parse_duration(text: str) -> float:
+    """``"600"``, ``"600s"``, ``"10m"``, ``"1.5h"`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    value = text.strip().lower()
+    scale = units.get(value[-1:], None)
+    try:
+        seconds = float(value[:-1] if scale else value) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"cannot read {text!r} as a duration; write e.g. 600, 600s, 10m or 1.5h"
+        ) from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"a duration cannot be negative, got {text!r}")
+    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         if field.type in ("bool", bool):
             config.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=_HELP[field.name])
         else:
-            kind = {"int": int, "float": float, "str": str}[str(field.type)]
+            types = {"int": int, "float": float, "str": str}
+            kind = parse_duration if field.name == "time_budget" else types[str(field.type)]
             choices = (
                 ("onecycle", "plateau")
                 if field.name == "schedule"

@@ -13,6 +13,7 @@ Introduced in notebook 05; ``python -m vggedu.train`` is the command line.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -52,6 +53,7 @@ __all__ = [
     "resume_run",
     "run_epoch",
     "check_finite",
+    "plan_epochs",
     "save_run",
     "finish_run",
     "train",
@@ -91,6 +93,7 @@ _CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     "init": (lambda v: v in INITS, "one of " + ", ".join(map(repr, INITS))),
     "dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1), e.g. 0.5"),
     "sync_batchnorm": (lambda v: isinstance(v, bool), "True or False"),
+    "time_budget": (lambda v: _is_number(v) and v >= 0, "a number of seconds >= 0 (0: no budget)"),
 }
 
 
@@ -119,6 +122,9 @@ class TrainConfig:
     init: str = "kaiming"  # "kaiming" or "paper" (N(0, 10^-2), Section 3.1)
     dropout: float = 0.5  # dropout before fc7 and fc8 (the paper's 0.5, Section 3.1)
     sync_batchnorm: bool = False  # several processes: batch norm over the global batch, as one process would
+    # Seconds for the whole run (0: none). With a budget, `epochs` is the most the run may use: the trainer
+    # times a few steps first, then plans the schedule over the epochs that fit (see plan_epochs).
+    time_budget: float = 0.0
 
     def __post_init__(self) -> None:
         # The Table 1 letter, whatever alias was given (16, "vgg16"), so equal runs compare equal;
@@ -218,20 +224,24 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int, epochs: int | None = None
+):
     """ReduceLROnPlateau (stepped once per epoch with the validation loss) or OneCycleLR (every batch).
 
     One-cycle moves the learning rate only: lr / 10 rising linearly to ``lr`` over the first
     quarter of the steps, then falling linearly to lr / 1000. Momentum stays at
     ``config.momentum`` (OneCycleLR would cycle it 0.95 -> 0.85 -> 0.95 unless told not to).
+    ``epochs`` (default ``config.epochs``) is the length of the cycle, e.g. what a time budget allows.
     """
     if config.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=config.plateau_patience)
-    total_steps = config.epochs * steps_per_epoch
+    epochs = epochs or config.epochs
+    total_steps = epochs * steps_per_epoch
     if total_steps < 2:
         raise ValueError(
             f"the one-cycle schedule needs at least 2 steps, got {total_steps} "
-            f"({config.epochs} epochs x {steps_per_epoch} steps); train longer, use a smaller batch_size, "
+            f"({epochs} epochs x {steps_per_epoch} steps); train longer, use a smaller batch_size, "
             "or schedule='plateau'"
         )
     return torch.optim.lr_scheduler.OneCycleLR(
@@ -467,6 +477,7 @@ class Run:
     val_loader: DeviceLoader | None
     test_loader: DeviceLoader
     card: dict
+    epochs: int  # config.epochs, or what the time budget allows (plan_epochs)
     history: list[dict] = field(default_factory=list)
     start_epoch: int = 0
 
@@ -558,12 +569,15 @@ def setup_run(
         val_loader=val_loader,
         test_loader=test_loader,
         card=card,
+        epochs=config.epochs,
     )
 
 
 def resume_run(run: Run, checkpoint: str | Path) -> None:
     """Step 2: continue from ``checkpoint`` (same config, data and number of processes, or a CheckpointError)."""
     state = load_checkpoint(checkpoint, run.config, data=run.card)
+    if state.get("plan"):  # a time-budgeted run keeps the plan it started with (and its schedule's length)
+        _apply_plan(run, state["plan"])
     run.net.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
@@ -646,11 +660,80 @@ def save_run(run: Run, checkpoint: Path) -> None:
             scheduler={k: v for k, v in run.scheduler.state_dict().items() if not callable(v)},
             scaler=run.scaler.state_dict() if run.scaler else None,
             epoch=len(run.history),
+            plan=run.card.get("time_budget"),
             config=run.config.to_dict(),
             history=run.history,
             card=run.card,
         )
     dist.barrier()
+
+
+def _apply_plan(run: Run, plan: dict) -> None:
+    run.epochs = plan["epochs"]
+    run.card["time_budget"] = plan
+    if run.config.schedule == "onecycle":  # the cycle spans the planned epochs, ending at a low learning rate
+        run.scheduler = make_scheduler(run.optimizer, run.config, len(run.train_loader), epochs=run.epochs)
+
+
+def plan_epochs(run: Run, started: float, *, probe_steps: int = 6, margin: float = 0.95) -> dict:
+    """Fit the run into ``config.time_budget`` seconds: time a few steps, then plan the epochs.
+
+    A copy of the model trains ``probe_steps`` steps (after two untimed warm-up steps) and
+    measures one validation batch; the real model is untouched, so the run is the one its
+    config describes, over the planned number of epochs. The plan leaves room for the time
+    already spent since ``started``, the final test measurement, and ``margin`` for noise.
+    It is stored in the run card (``time_budget``) and in every checkpoint, so a resumed run
+    keeps it. Returns the plan.
+    """
+    config, loader = run.config, run.train_loader
+    probe = copy.deepcopy(run.net)
+    optimizer = make_optimizer(probe, config)
+    steps = iter(loader)
+    step_times = []
+    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+        for _ in range(min(2 + probe_steps, len(loader))):
+            t0 = time.perf_counter()
+            x, labels = next(steps)
+            with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+                loss = nn.functional.cross_entropy(probe(x), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss.item()  # wait for the device
+            step_times.append(time.perf_counter() - t0)
+    timed = step_times[2:] or step_times[-1:]
+    step_seconds = sum(timed) / len(timed)
+    eval_loader = run.val_loader or run.test_loader
+    x, _ = next(iter(eval_loader))
+    t0 = time.perf_counter()
+    evaluate(probe, [(x, _)], amp_dtype=run.amp_dtype)
+    eval_image_seconds = (time.perf_counter() - t0) / len(x)
+    del probe, optimizer
+    # Every process plans from the mean of their timings, so all plan the same epochs.
+    step_seconds, eval_image_seconds = (
+        dist.all_reduce_sum(torch.tensor([step_seconds, eval_image_seconds], dtype=torch.float64)) / dist.world_size()
+    ).tolist()
+    val_images = len(run.val_loader.labels) if run.val_loader else 0
+    test_images = len(run.test_loader.labels)
+    epoch_seconds = len(loader) * step_seconds + val_images * eval_image_seconds
+    final_seconds = 3 * test_images * eval_image_seconds  # plain and flip TTA: three passes
+    left = margin * config.time_budget - (time.perf_counter() - started) - final_seconds
+    epochs = min(config.epochs, int(left // epoch_seconds))
+    if epochs < 1 or epochs * len(loader) < 2:
+        raise ValueError(
+            f"a time budget of {config.time_budget:g} s does not fit one epoch here: an epoch takes about "
+            f"{epoch_seconds:.0f} s on {run.card['device']} (batch {config.batch_size}, width {config.width}). "
+            "Give a larger budget, or train a smaller model (--width, --model A) or fewer images (--train-size)."
+        )
+    plan = {
+        "seconds": config.time_budget,
+        "epochs": epochs,
+        "max_epochs": config.epochs,
+        "images_per_second": round(config.batch_size / step_seconds, 1),
+        "epoch_seconds_planned": round(epoch_seconds, 2),
+    }
+    _apply_plan(run, plan)
+    return plan
 
 
 def finish_run(run: Run) -> TrainResult:
@@ -698,19 +781,22 @@ def train(
             f"{checkpoint} already holds a run; it is left untouched. Resume it (resume=True, --resume), "
             "or give a new checkpoint path (or delete the file) to start again."
         )
+    started = time.perf_counter()
     run = setup_run(config, train_split, test_split, device=device, mode=mode)
     if existing:
         resume_run(run, checkpoint)
+    elif config.time_budget:
+        plan_epochs(run, started)
     bar = None
     if progress and dist.is_main():
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(run.train_loader), leave=False, desc="epoch")
     try:
-        for epoch in range(run.start_epoch, config.epochs):
+        for epoch in range(run.start_epoch, run.epochs):
             if bar is not None:
                 bar.reset(total=len(run.train_loader))
-                bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
+                bar.set_description(f"epoch {epoch + 1}/{run.epochs}")
             row = run_epoch(run, epoch, test_curve=test_curve, progress=bar)
             check_finite(run, row, checkpoint)
             run.history.append(row)

@@ -1,4 +1,4 @@
-"""vggedu's trainer vs a plain loop in the seed walkthrough's style: training images per second.
+"""vggedu's trainer vs a plain loop in the style of a widely copied walkthrough: training images per second.
 
     python benchmarks/trainer_vs_plain.py --data-root /tmp/cifar10 --no-verify --data-label "CIFAR-10 (JPEG copy)"
 
@@ -38,7 +38,7 @@ def main() -> None:
     train = train.subset(images)
     config = TrainConfig(model=args.model, width=width, batch_size=args.batch_size)
 
-    # plain: the seed's loop
+    # plain: the walkthrough's loop
     plain_model = build_model(config).to(device)
     trainer_model = copy.deepcopy(plain_model).to(memory_format=torch.channels_last)
     plain_opt = make_optimizer(plain_model, config)

@@ -45,3 +45,28 @@ def test_epoch_ticks_are_whole_numbers():
     fig.canvas.draw()
     for ax in fig.axes:
         assert all(float(t).is_integer() for t in ax.get_xticks())
+
+
+def test_confusion_colour_bar_and_cells_show_the_same_percentages():
+    import torch
+
+    from vggedu.plots import plot_confusion
+
+    fig = plot_confusion(torch.tensor([[3, 1], [0, 4]]), ["a", "b"])
+    image = fig.axes[0].get_images()[0]
+    assert image.get_clim() == (0, 100) and image.get_array()[0, 0] == 75
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["100", "25", "75"]
+    assert "% of the true class" in fig.axes[1].get_ylabel()
+
+
+def test_grid_title_stays_clear_of_the_first_row():
+    import torch
+
+    from vggedu.plots import image_grid
+
+    fig = image_grid(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), ["x"] * 4, columns=2, title="a title")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    title_bottom = fig._suptitle.get_window_extent(renderer).y0
+    first_row_top = max(ax.title.get_window_extent(renderer).y1 for ax in fig.axes[:2])
+    assert title_bottom >= first_row_top

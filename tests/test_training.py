@@ -637,3 +637,10 @@ def test_a_bad_duration_is_refused(capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["--time-budget", "ten minutes"])
     assert "write e.g. 600, 600s, 10m or 1.5h" in capsys.readouterr().err
+
+
+def test_changes_between_configs_are_listed_field_by_field():
+    a = TrainConfig(**SMALL)
+    b = dataclasses.replace(a, schedule="plateau", label_smoothing=0.1)
+    assert b.changes_from(a) == {"schedule": ("onecycle", "plateau"), "label_smoothing": (0.0, 0.1)}
+    assert a.changes_from(a) == {}

@@ -49,7 +49,10 @@ def image_grid(
             ax.set_ylabel(row_labels[i // columns], rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.3)
+        # Keep the first row's titles clear of the figure title: reserve its height at the top.
+        fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.32 / fig.get_figheight()))
+    else:
+        fig.tight_layout(pad=0.3)
     return fig
 
 
@@ -109,27 +112,31 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classe
 
 
 def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], *, title: str = ""):
-    """A confusion matrix as an image, each row normalised to the share of its true class."""
+    """A confusion matrix as an image, row-normalised: each true class's row sums to 100 %.
+
+    The numbers in the cells and the colour bar are the same quantity, in percent.
+    """
     import matplotlib.pyplot as plt
 
-    share = matrix.float() / matrix.sum(1, keepdim=True).clamp(min=1)
+    percent = (100 * matrix.float() / matrix.sum(1, keepdim=True).clamp(min=1)).numpy()
     fig, ax = plt.subplots(figsize=(6, 5.2))
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    image = ax.imshow(percent, cmap="Blues", vmin=0, vmax=100)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(classes)), classes, fontsize=8)
-    ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix (share of each true class)")
+    ax.set(xlabel="predicted", ylabel="true", title=title or "Confusion matrix")
     for i in range(len(classes)):
         for j in range(len(classes)):
-            if share[i, j] >= 0.01:
+            if percent[i, j] >= 1:
                 ax.text(
                     j,
                     i,
-                    f"{100 * share[i, j]:.0f}",
+                    f"{percent[i, j]:.0f}",
                     ha="center",
                     va="center",
                     fontsize=7,
-                    color="white" if share[i, j] > 0.5 else "black",
+                    color="white" if percent[i, j] > 50 else "black",
                 )
-    fig.colorbar(image, ax=ax, fraction=0.046)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046)
+    bar.set_label("% of the true class (each row sums to 100)", fontsize=8)
     fig.tight_layout()
     return fig

@@ -24,18 +24,22 @@ from .configs import ConfigError
 from .data import DataError, download_cifar10, load_cifar10
 from .training import CheckpointError, TrainConfig, TrainingDiverged, pick_device, train
 
-# Chosen by measurement (README, "Benchmarks"): the CPU preset is the most accurate model we
-# found that trains in about 10 minutes on 2 cores; the GPU preset is VGG-16-BN.
+# Chosen by measurement on the validation split (README, "Benchmarks"; benchmarks/results/cpu_preset/).
 PRESETS: dict[str, dict] = {
-    # VGG-13-BN (B) at a quarter of the width: about 22 s an epoch on 2 cores with bf16. Measured on the
-    # JPEG copy of CIFAR-10 against D at width 0.25 (21 epochs, 700 s: 83.9 %) and A at width 0.5
-    # (12 epochs, 620 s: 83.4 %); B at width 0.25 gave 84.2 % in 26 epochs (623 s). README, "Benchmarks".
+    # The classroom model: a 10-minute budget on whatever CPU it runs on. The trainer times a few steps
+    # and plans the one-cycle schedule over the epochs that fit (at most 60).
     "cpu": dict(
-        model="B", width=0.25, epochs=24, batch_size=256, lr=0.1, schedule="onecycle", label_smoothing=0.1, dropout=0.0
+        model="B",
+        width=0.25,
+        epochs=60,
+        batch_size=256,
+        lr=0.1,
+        schedule="onecycle",
+        label_smoothing=0.1,
+        dropout=0.0,
+        time_budget=600.0,
     ),
-    # VGG-16-BN at full width, the recipe for a GPU. Not yet run on a GPU; its learning rate was chosen on the
-    # CPU (JPEG copy): width 0.25, 8 epochs, lr 0.1 / 0.2 / 0.4: 76.4 / 78.9 / 79.2 %; width 0.5, the full
-    # 30 epochs, lr 0.1 / 0.2: 86.6 / 87.3 % (benchmarks/results/gpu_recipe/).
+    # VGG-16-BN at full width, the recipe for a GPU. Not yet run on a GPU.
     "gpu": dict(
         model="D", width=1.0, epochs=30, batch_size=512, lr=0.2, schedule="onecycle", label_smoothing=0.1, dropout=0.0
     ),
@@ -118,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also measure the test set after every epoch, for learning curves only (never for choices)",
     )
+    data.add_argument(
+        "--no-test",
+        action="store_true",
+        help="do not measure the test set at all: for runs that inform a choice (the validation split decides)",
+    )
 
     config = parser.add_argument_group("training config (vggedu.training.TrainConfig)")
     for field in dataclasses.fields(TrainConfig):
@@ -198,6 +207,7 @@ def _train(args: argparse.Namespace, config: TrainConfig, device) -> int:
             mode=args.mode or args.preset or "custom",
             progress=not args.no_progress,
             test_curve=args.test_curve,
+            measure_test=not args.no_test,
             on_epoch_end=report,
         )
         wall = time.perf_counter() - start
@@ -205,10 +215,12 @@ def _train(args: argparse.Namespace, config: TrainConfig, device) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     held_out = f"validation accuracy {result.val_accuracy:.4f}; " if result.val_accuracy is not None else ""
-    say(
-        f"{held_out}test accuracy {result.test_accuracy:.4f} ({result.test_accuracy_tta:.4f} with flip TTA), "
-        f"measured once; {wall:.0f} s wall, {result.seconds:.0f} s in epochs"
+    tested = (
+        f"test accuracy {result.test_accuracy:.4f} ({result.test_accuracy_tta:.4f} with flip TTA), measured once"
+        if result.test_accuracy is not None
+        else "test set not measured (--no-test)"
     )
+    say(f"{held_out}{tested}; {wall:.0f} s wall, {result.seconds:.0f} s in epochs")
     if args.json and dist.is_main():
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(

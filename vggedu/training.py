@@ -138,6 +138,14 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def changes_from(self, other: TrainConfig) -> dict[str, tuple[object, object]]:
+        """The fields in which this config differs from ``other``: ``{name: (other's, this one's)}``.
+
+        An ablation changes one field per rung (notebook 05 asserts it with this).
+        """
+        theirs, ours = other.to_dict(), self.to_dict()
+        return {name: (theirs[name], ours[name]) for name in ours if theirs[name] != ours[name]}
+
     def run_name(self) -> str:
         """A file name stem that differs whenever the config does, e.g. ``D-w1.0-e30-3f9c2a1b``.
 
@@ -160,8 +168,8 @@ class CheckpointError(RuntimeError):
 class TrainResult:
     model: VGG
     history: list[dict]  # one row per epoch: losses, accuracies, learning rate, momentum, seconds
-    test_accuracy: float  # measured once, after the last epoch, without test-time augmentation
-    test_accuracy_tta: float  # the same, with horizontal-flip test-time augmentation
+    test_accuracy: float | None  # measured once, after the last epoch, without test-time augmentation
+    test_accuracy_tta: float | None  # the same, with horizontal-flip test-time augmentation (None: not measured)
     seconds: float  # wall time of the training epochs (their validation included)
     card: dict  # device, versions, data, mode, config
     val_accuracy: float | None = None  # after the last epoch (None without a validation split)
@@ -736,17 +744,21 @@ def plan_epochs(run: Run, started: float, *, probe_steps: int = 6, margin: float
     return plan
 
 
-def finish_run(run: Run) -> TrainResult:
-    """The one measurement on the test set (plain and with flip TTA), after the last epoch."""
+def finish_run(run: Run, *, measure_test: bool = True) -> TrainResult:
+    """The one measurement on the test set (plain and with flip TTA), after the last epoch.
+
+    ``measure_test=False`` leaves it out (None): for runs that only inform a choice, which the
+    validation split decides; the chosen model is then measured once.
+    """
     dist.broadcast_buffers(run.net)
-    test = evaluate(run.net, run.test_loader, amp_dtype=run.amp_dtype)
-    test_tta = evaluate(run.net, run.test_loader, tta=True, amp_dtype=run.amp_dtype)
+    test = evaluate(run.net, run.test_loader, amp_dtype=run.amp_dtype) if measure_test else {}
+    test_tta = evaluate(run.net, run.test_loader, tta=True, amp_dtype=run.amp_dtype) if measure_test else {}
     last = run.history[-1] if run.history else {}
     return TrainResult(
         model=run.net,
         history=run.history,
-        test_accuracy=test["accuracy"],
-        test_accuracy_tta=test_tta["accuracy"],
+        test_accuracy=test.get("accuracy"),
+        test_accuracy_tta=test_tta.get("accuracy"),
         seconds=sum(r["seconds"] for r in run.history),
         card=run.card,
         val_accuracy=last.get("val_accuracy"),
@@ -764,13 +776,15 @@ def train(
     mode: str = "full",
     progress: bool = True,
     test_curve: bool = False,
+    measure_test: bool = True,
     on_epoch_end: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """Train a CIFAR-head VGG as ``config`` says; checkpoint every epoch; resume exactly.
 
     ``config.val_size`` training images are held out for validation; the test set is measured
     once, at the end (and every epoch with ``test_curve``, for curves only). The normalisation
-    statistics come from the training images. With ``resume=True`` and an existing
+    statistics come from the training images. ``measure_test=False`` skips the test set
+    altogether (runs that only inform a choice). With ``resume=True`` and an existing
     ``checkpoint``, training continues after the last saved epoch; on the CPU the result is
     bit-identical to an uninterrupted run.
     """
@@ -807,4 +821,4 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-    return finish_run(run)
+    return finish_run(run, measure_test=measure_test)

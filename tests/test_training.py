@@ -573,15 +573,12 @@ def test_two_processes_train_as_one_does(synthetic_root, tmp_path):
     )
     assert two.returncode == 0, two.stdout + two.stderr
     assert "x 2 processes" in two.stdout and two.stdout.count("epoch   1") == 1  # one process speaks
-    one = subprocess.run(
-        [sys.executable, "-m", "vggedu.train", *flags, "--json", str(tmp_path / "one.json")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert one.returncode == 0, one.stdout + one.stderr
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the two processes had: the same arithmetic, in this process
+    try:
+        assert cli.main([*flags, "--json", str(tmp_path / "one.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert b["card"]["world_size"] == 2 and a["card"]["world_size"] == 1
     assert b["card"]["train_images"] == a["card"]["train_images"] == 200
@@ -603,7 +600,7 @@ def test_two_processes_train_as_one_does(synthetic_root, tmp_path):
 
 
 def test_a_time_budget_plans_the_epochs_that_fit_and_a_resume_keeps_the_plan(splits, tmp_path):
-    config = TrainConfig(epochs=200, time_budget=4.0, **SMALL)
+    config = TrainConfig(epochs=200, time_budget=3.0, **SMALL)
     path = tmp_path / "budget.pt"
     with pytest.raises(Kill):
         train(config, *splits, device="cpu", progress=False, checkpoint=path, on_epoch_end=_kill_after(2))
@@ -611,15 +608,15 @@ def test_a_time_budget_plans_the_epochs_that_fit_and_a_resume_keeps_the_plan(spl
     assert 2 <= plan["epochs"] < 200 and plan["max_epochs"] == 200 and plan["images_per_second"] > 0
     resumed = train(config, *splits, device="cpu", progress=False, checkpoint=path, resume=True)
     assert len(resumed.history) == plan["epochs"] and resumed.card["time_budget"] == plan
-    lrs = [row["lr"] for row in resumed.history]
-    assert lrs.index(max(lrs)) < len(lrs) - 1 and lrs[-1] < 0.2 * max(lrs)  # one cycle over the planned epochs
+    # One cycle over the planned epochs (18 steps each), not over the 200 that were allowed.
+    assert load_checkpoint(path)["scheduler"]["total_steps"] == plan["epochs"] * (900 // 50)
 
 
 def test_a_fresh_budgeted_run_stays_within_its_budget(splits):
     started = time.perf_counter()
-    result = train(TrainConfig(epochs=200, time_budget=3.0, **SMALL), *splits, device="cpu", progress=False)
+    result = train(TrainConfig(epochs=200, time_budget=2.0, **SMALL), *splits, device="cpu", progress=False)
     wall = time.perf_counter() - started
-    assert wall < 3.0 * 1.3, (wall, result.card["time_budget"])  # a loaded machine may run a little over
+    assert wall < 2.0 * 1.3, (wall, result.card["time_budget"])  # a loaded machine may run a little over
     assert len(result.history) == result.card["time_budget"]["epochs"]
 
 

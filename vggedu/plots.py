@@ -42,7 +42,7 @@ def image_grid(
         for spine in ax.spines.values():
             spine.set_visible(False)
         if i < len(images):
-            ax.imshow(pictures[i], interpolation="nearest")
+            ax.imshow(pictures[i].numpy(), interpolation="nearest")
             if titles is not None:
                 ax.set_title(titles[i], fontsize=7)
         if row_labels is not None and i % columns == 0 and i // columns < len(row_labels):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -302,19 +303,24 @@ def train_one_epoch(
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
 
 
+def _logits(model: nn.Module, x: torch.Tensor, tta: bool, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """float32 logits of a batch; with ``tta``, the mean of the image's and its mirror image's."""
+    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        logits = model(x).float()
+        if tta:
+            logits = (logits + model(x.flip(3)).float()) / 2
+    return logits
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, loader, *, tta: bool = False, amp_dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (float32, on the CPU) and labels of every batch; ``tta`` averages with the mirrored image."""
     model.eval()
-    device = next(model.parameters()).device
     all_logits, all_labels = [], []
     for x, labels in loader:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x).float()
-            if tta:
-                logits = (logits + model(x.flip(3)).float()) / 2
+        logits = _logits(model, x, tta, amp_dtype)
         all_logits.append(logits.cpu())
         all_labels.append(labels.cpu())
     return torch.cat(all_logits), torch.cat(all_labels)
@@ -331,10 +337,7 @@ def evaluate(model: nn.Module, loader, *, tta: bool = False, amp_dtype: torch.dt
     device = next(model.parameters()).device
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, correct, images
     for x, labels in loader:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(x).float()
-            if tta:
-                logits = (logits + model(x.flip(3)).float()) / 2
+        logits = _logits(model, x, tta, amp_dtype)
         sums[0] += nn.functional.cross_entropy(logits, labels, reduction="sum").double()
         sums[1] += (logits.argmax(1) == labels).sum()
         sums[2] += len(labels)
@@ -697,21 +700,20 @@ def plan_epochs(run: Run, started: float, *, probe_steps: int = 6, margin: float
     config, loader = run.config, run.train_loader
     probe = copy.deepcopy(run.net)
     optimizer = make_optimizer(probe, config)
-    steps = iter(loader)
-    step_times = []
+    steps = min(probe_steps, max(len(loader) - 2, 1))
     with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
-        for _ in range(min(2 + probe_steps, len(loader))):
-            t0 = time.perf_counter()
-            x, labels = next(steps)
-            with torch.autocast(run.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
-                loss = nn.functional.cross_entropy(probe(x), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss.item()  # wait for the device
-            step_times.append(time.perf_counter() - t0)
-    timed = step_times[2:] or step_times[-1:]
-    step_seconds = sum(timed) / len(timed)
+        # The real training step, on the copy: two untimed warm-up steps, then the timed ones
+        # (train_one_epoch ends by reading its sums, so the device has finished when it returns).
+        train_one_epoch(probe, itertools.islice(loader, 2), optimizer, amp_dtype=run.amp_dtype)
+        t0 = time.perf_counter()
+        train_one_epoch(
+            probe,
+            itertools.islice(loader, steps),
+            optimizer,
+            amp_dtype=run.amp_dtype,
+            label_smoothing=config.label_smoothing,
+        )
+        step_seconds = (time.perf_counter() - t0) / steps
     eval_loader = run.val_loader or run.test_loader
     x, _ = next(iter(eval_loader))
     t0 = time.perf_counter()

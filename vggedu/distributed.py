@@ -60,8 +60,8 @@ def setup(device: torch.device) -> torch.device:
         raise RuntimeError("this PyTorch build has no torch.distributed; run a single process instead")
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-        dist.init_process_group("nccl", device_id=device)
+        torch.cuda.set_device(device)  # before the group, so NCCL binds each process to its own GPU
+        dist.init_process_group("nccl")
     elif device.type == "cpu":
         dist.init_process_group("gloo")
     else:

@@ -5,7 +5,9 @@
   tensors (N, 3, 32, 32) and int64 labels (N,), checking every file first.
 * :func:`write_synthetic_cifar10` writes small, learnable data in the same layout (tests, CI).
 * :class:`DeviceLoader` keeps a whole split on the device as uint8 and augments whole
-  batches there (random crop with 4-pixel padding, horizontal flip), as airbench does.
+  batches there (random crop with 4-pixel padding, horizontal flip), as airbench does;
+  or, with ``scale``, the paper's scale jittering (Section 3.1) in CIFAR-10's size: each
+  image rescaled to its own random size, then cropped and flipped (:func:`rescale_crop_flip`).
 * :func:`torchvision_loader` is the classic ``Dataset`` + ``DataLoader`` + transforms path,
   kept for the comparison in notebook 04.
 
@@ -39,6 +41,8 @@ __all__ = [
     "crop_flip",
     "crop_flip_draws",
     "random_crop_flip",
+    "rescale_crop_flip",
+    "scale_draws",
     "stratified_split",
     "torchvision_loader",
     "write_synthetic_cifar10",
@@ -330,6 +334,51 @@ def random_crop_flip(padded: torch.Tensor, pad: int, generator: torch.Generator)
     return crop_flip(padded, pad, dy, dx, flip)
 
 
+def scale_draws(
+    n: int, scale: tuple[int, int], size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Scale-jitter draws for ``n`` images: side ``s`` uniform over ``scale`` (both ends included),
+    crop offsets ``dy``, ``dx`` uniform over 0 .. s - size, and coin-flip mirrors.
+
+    Drawn on the CPU from ``generator`` (same seed, same draws on every device).
+    """
+    low, high = scale
+    s = torch.randint(low, high + 1, (n,), generator=generator)
+    # Offsets uniform over each image's own range: floor(u * (s - size + 1)), u in [0, 1).
+    dy = (torch.rand(n, generator=generator) * (s - size + 1)).long()
+    dx = (torch.rand(n, generator=generator) * (s - size + 1)).long()
+    flip = torch.rand(n, generator=generator) < 0.5
+    return s, dy, dx, flip
+
+
+def rescale_crop_flip(
+    x: torch.Tensor, s: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, size: int = 32
+) -> torch.Tensor:
+    """Rescale each image of a float batch to its own side ``s`` (bilinear), crop ``size`` x ``size``
+    at (``dy``, ``dx``) and mirror the flagged ones: one batched ``grid_sample``.
+
+    ``x`` (N, C, H, W) float; ``s``, ``dy``, ``dx``, ``flip`` (N,) on ``x``'s device. The same
+    pixels as ``F.interpolate(x[i:i+1], (s, s), mode="bilinear")`` sliced at the offsets (and
+    flipped), for square inputs, but with no per-image Python: the rescaling, the crop and the mirror
+    are one affine map per image. In the normalised coordinates of ``affine_grid``
+    (``align_corners=False``), output column ``u`` reads the input at ``a u + t`` with
+    ``a = size / s`` and ``t = (size + 2 dx) / s - 1``; a mirror negates ``a``. (Border
+    pixels are repeated, as ``F.interpolate`` does at the edges.)
+    """
+    n, channels, height, width = x.shape
+    if height != width:
+        raise ValueError(f"rescale_crop_flip takes square images, got {height}x{width}")
+    s = s.to(x.dtype)
+    a = size / s
+    theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
+    theta[:, 0, 0] = torch.where(flip, -a, a)
+    theta[:, 0, 2] = (size + 2 * dx.to(x.dtype)) / s - 1
+    theta[:, 1, 1] = a
+    theta[:, 1, 2] = (size + 2 * dy.to(x.dtype)) / s - 1
+    grid = torch.nn.functional.affine_grid(theta, [n, channels, size, size], align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
 class DeviceLoader:
     """Batches from a split held on ``device`` as uint8, augmented whole batches at a time.
 
@@ -339,6 +388,11 @@ class DeviceLoader:
     transfer (a host-to-device copy per step would stall a GPU's queue every step); they
     depend only on ``seed`` and the epoch (see :meth:`set_epoch`). Yields normalised float
     images (N, 3, 32, 32) in ``dtype`` (channels-last if asked) and labels.
+
+    ``scale=(low, high)`` replaces the padded crop by the paper's scale jittering (Section 3.1,
+    S in [256, 512] for 224 crops) at CIFAR-10's size: every image is rescaled to its own random
+    side in low .. high pixels, then a random 32x32 crop is taken and flipped with probability
+    1/2 (:func:`rescale_crop_flip`; ``(36, 36)`` is a fixed scale). Notebook 06.
 
     With ``world_size > 1`` (several processes, see :mod:`vggedu.distributed`) every process
     draws the same epoch and takes its own disjoint part of each batch: ``batch_size`` is the
@@ -363,7 +417,17 @@ class DeviceLoader:
         pad: int = 4,
         rank: int = 0,
         world_size: int = 1,
+        scale: tuple[int, int] | None = None,
     ) -> None:
+        if scale is not None:
+            scale = tuple(scale)
+            size = split.images.shape[-1]
+            if len(scale) != 2 or not all(isinstance(v, int) for v in scale) or not size <= scale[0] <= scale[1]:
+                raise ValueError(
+                    f"scale must be (low, high), whole numbers with {size} <= low <= high (the images are "
+                    f"{size}x{size} and the crop is too); got {scale!r}"
+                )
+            pad = 0
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive whole number, got {batch_size!r}")
         if not 0 <= rank < world_size:
@@ -373,7 +437,7 @@ class DeviceLoader:
                 f"batch_size {batch_size} (the global batch) must be divisible by the {world_size} processes"
             )
         self.device = torch.device(device)
-        self.train, self.batch_size, self.seed, self.pad = train, batch_size, seed, pad
+        self.train, self.batch_size, self.seed, self.pad, self.scale = train, batch_size, seed, pad, scale
         self.rank, self.world_size = rank, world_size
         self.drop_last = train if drop_last is None else drop_last
         self.dtype, self.channels_last = dtype, channels_last
@@ -405,12 +469,16 @@ class DeviceLoader:
     def epoch_draws(self) -> torch.Tensor:
         """This epoch's image order, crop offsets and flips: an int64 (4, N) tensor on the device.
 
-        Rows: image index at each position of the epoch, ``dy``, ``dx``, flip (0/1). Drawn from
-        one generator seeded by (seed, epoch), on the CPU, then copied to the device once.
+        Rows: image index at each position of the epoch, ``dy``, ``dx``, flip (0/1), and with
+        ``scale`` a fifth row, each image's rescaled side. Drawn from one generator seeded by
+        (seed, epoch), on the CPU, then copied to the device once.
         """
         n = len(self.labels)
         generator = _epoch_generator(self.seed, self.epoch)
         order = torch.randperm(n, generator=generator)
+        if self.scale is not None:
+            side, dy, dx, flip = scale_draws(n, self.scale, self.images.shape[-1], generator)
+            return torch.stack([order, dy, dx, flip.long(), side]).to(self.device)
         dy, dx, flip = crop_flip_draws(n, self.pad, generator)
         return torch.stack([order, dy, dx, flip.long()]).to(self.device)
 
@@ -426,7 +494,13 @@ class DeviceLoader:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             # This process's part of the global batch [start, start + batch_size).
             first = start + self.rank * local
-            order, dy, dx, flip = draws[:, first : min(first + local, n)]
+            part = draws[:, first : min(first + local, n)]
+            order, dy, dx, flip = part[:4]
+            if self.scale is not None:  # normalise first: rescaling is linear, so the two commute
+                x = rescale_crop_flip(self.normalize(self.images[order]).float(), part[4], dy, dx, flip.bool())
+                x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+                yield x.to(self.dtype), self.labels[order]
+                continue
             images = crop_flip(self.images[order], self.pad, dy, dx, flip.bool())
             yield self.normalize(images), self.labels[order]
 

@@ -18,8 +18,8 @@ from .configs import HEADS, ConfigLike, check_choice, check_width, resolve_confi
 __all__ = ["make_layers", "VGG", "VGG19", "vgg", "scaled_channels", "lrn_krizhevsky", "HEADS", "INITS"]
 
 Head = Literal["imagenet", "cifar"]
-Init = Literal["kaiming", "paper"]
-INITS: tuple[str, ...] = ("kaiming", "paper")
+Init = Literal["kaiming", "paper", "glorot"]
+INITS: tuple[str, ...] = ("kaiming", "paper", "glorot")
 
 # Krizhevsky et al. (2012), Section 3.3: b = a / (k + alpha * sum_{n neighbours} a^2)^beta
 # with k=2, n=5, alpha=1e-4, beta=0.75. PyTorch divides alpha by n inside the sum,
@@ -182,13 +182,19 @@ def initialize(model: nn.Module, init: Init = "kaiming") -> nn.Module:
     narrow CIFAR head passes a signal from the first step; N(0, 0.01^2) for the last layer.
     ``"paper"``: Section 3.1, "weights sampled from a normal distribution with zero mean
     and 10^-2 variance" (standard deviation 0.1), biases zero. (Caffe models of the time
-    used standard deviation 0.01; the paper's text says variance.) Batch norm starts at
-    weight 1, bias 0 in both.
+    used standard deviation 0.01; the paper's text says variance.) ``"glorot"``: Glorot &
+    Bengio (2010), uniform with variance 2 / (fan_in + fan_out), which the paper found made its
+    initialisation from net A unnecessary (Section 3.1), biases zero. Batch norm starts at
+    weight 1, bias 0 in all three.
     """
     check_choice("init", init, INITS)
     last_linear = next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and init == "glorot":
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d):
             if init == "kaiming":
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             else:

@@ -22,6 +22,7 @@ from pathlib import Path
 from . import distributed as dist
 from .configs import ConfigError
 from .data import DataError, download_cifar10, load_cifar10
+from .models import INITS
 from .training import CheckpointError, TrainConfig, TrainingDiverged, pick_device, train
 
 # Chosen by measurement on the validation split (README, "Benchmarks"; benchmarks/results/cpu_preset/).
@@ -65,11 +66,16 @@ _HELP = {
     "val_size": "hold out N training images (stratified) for validation, the basis of every choice; "
     "plateau watches their loss; 0 trains on all 50,000 (default 5000)",
     "plateau_patience": "epochs without improvement before plateau divides the learning rate by 10 (default 2)",
-    "init": "weight initialisation: kaiming, or paper (N(0, 10^-2))",
+    "init": "weight initialisation: kaiming, paper (N(0, 10^-2), Section 3.1) or glorot (Glorot & Bengio 2010)",
     "dropout": "dropout probability in the classifier (default 0.5, as in the paper)",
     "sync_batchnorm": "with several processes (torchrun): batch norm over the global batch (default off)",
     "time_budget": "seconds for the whole run, or with a unit: 600, 10m, 1.5h; the trainer times a few steps and "
     "plans the schedule over the epochs that fit, --epochs being the most (default: no budget)",
+    "init_from": "start from a finished checkpoint of a shallower column (net A): its first four convolutions and "
+    "three FC layers are copied in, the rest initialised by --init (Section 3.1; default: none)",
+    "scale_min": "scale jittering: rescale each training image to a random side of at least this many pixels "
+    "before the 32x32 crop (default 0: the 4-pixel padded crop)",
+    "scale_max": "scale jittering: the largest side (equal to --scale-min: a fixed training scale)",
 }
 
 
@@ -141,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
             choices = (
                 ("onecycle", "plateau")
                 if field.name == "schedule"
-                else ("kaiming", "paper")
+                else INITS
                 if field.name == "init"
                 else None
             )

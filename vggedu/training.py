@@ -95,6 +95,9 @@ _CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     "dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1), e.g. 0.5"),
     "sync_batchnorm": (lambda v: isinstance(v, bool), "True or False"),
     "time_budget": (lambda v: _is_number(v) and v >= 0, "a number of seconds >= 0 (0: no budget)"),
+    "init_from": (lambda v: isinstance(v, str), "a path to a finished checkpoint of a shallower column, or ''"),
+    "scale_min": (lambda v: _is_whole(v) and (v == 0 or v >= 32), "0 (the padded crop) or a side >= 32 pixels"),
+    "scale_max": (lambda v: _is_whole(v) and (v == 0 or v >= 32), "0 (the padded crop) or a side >= 32 pixels"),
 }
 
 
@@ -126,6 +129,14 @@ class TrainConfig:
     # Seconds for the whole run (0: none). With a budget, `epochs` is the most the run may use: the trainer
     # times a few steps first, then plans the schedule over the epochs that fit (see plan_epochs).
     time_budget: float = 0.0
+    # Section 3.1's start for deep nets: a finished checkpoint of a shallower column (net A) whose first four
+    # convolutions and three FC layers are copied in (vggedu.experiments.init_from); "" starts from `init` alone.
+    init_from: str = ""
+    # Augmentation. 0, 0: the classic 4-pixel padded random crop and flip. Otherwise the paper's scale jittering
+    # (Section 3.1) at CIFAR-10's size: each image rescaled to a random side in scale_min .. scale_max pixels,
+    # then a random 32x32 crop and flip; scale_min == scale_max is a fixed training scale S (notebook 06).
+    scale_min: int = 0
+    scale_max: int = 0
 
     def __post_init__(self) -> None:
         # The Table 1 letter, whatever alias was given (16, "vgg16"), so equal runs compare equal;
@@ -135,6 +146,16 @@ class TrainConfig:
             value = getattr(self, name)
             if not ok(value):
                 raise ValueError(f"TrainConfig.{name} must be {valid}; got {value!r}")
+        if (self.scale_min == 0) != (self.scale_max == 0) or self.scale_min > self.scale_max:
+            raise ValueError(
+                "TrainConfig.scale_min and scale_max must both be 0 (the padded crop) or satisfy "
+                f"32 <= scale_min <= scale_max; got {self.scale_min} and {self.scale_max}"
+            )
+
+    @property
+    def scale(self) -> tuple[int, int] | None:
+        """The training scale range (S_min, S_max) in pixels, or None for the padded crop."""
+        return (self.scale_min, self.scale_max) if self.scale_min else None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -215,9 +236,13 @@ def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | 
 
 
 def build_model(config: TrainConfig, num_classes: int = 10) -> VGG:
-    """The CIFAR-head VGG a config describes (seeded, so the same config gives the same weights)."""
+    """The CIFAR-head VGG a config describes (seeded, so the same config gives the same weights).
+
+    With ``config.init_from``, the paper's layers are then copied from that checkpoint's trained
+    network (:func:`vggedu.experiments.init_from`, notebook 07).
+    """
     torch.manual_seed(config.seed)
-    return vgg(
+    net = vgg(
         config.model,
         batch_norm=config.batch_norm,
         width=config.width,
@@ -226,6 +251,17 @@ def build_model(config: TrainConfig, num_classes: int = 10) -> VGG:
         init=config.init,
         dropout=config.dropout,
     )
+    if config.init_from:
+        from .experiments import init_from
+
+        state = load_checkpoint(config.init_from)
+        shallow_config = TrainConfig(**{**TrainConfig().to_dict(), **state["config"]})
+        torch.manual_seed(config.seed)
+        shallow = vgg(shallow_config.model, batch_norm=shallow_config.batch_norm, width=shallow_config.width,
+                      head="cifar", num_classes=num_classes, dropout=shallow_config.dropout)
+        shallow.load_state_dict(state["model"])
+        init_from(shallow, net)
+    return net
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -398,6 +434,11 @@ def run_card(
         "precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "float32",
         "schedule": schedule,
         "momentum": f"{config.momentum:g}, constant",
+        "augmentation": (
+            f"rescaled to a random side in {config.scale_min}..{config.scale_max} px, random 32x32 crop, flip"
+            if config.scale_min
+            else "4-pixel padded random 32x32 crop, flip"
+        ),
         "config": config.to_dict(),
     }
 
@@ -448,7 +489,7 @@ def load_checkpoint(path: str | Path, config: TrainConfig | None = None, *, data
             f"{path} is not a vggedu training checkpoint (no config or model state); it is left untouched"
         )
     if config is not None:
-        saved = state["config"]
+        saved = {**TrainConfig().to_dict(), **state["config"]}  # fields added since the save take their defaults
         differ = {k: (saved.get(k), v) for k, v in config.to_dict().items() if saved.get(k) != v}
         if differ:
             detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
@@ -541,7 +582,9 @@ def setup_run(
     loader_args = dict(
         device=device, mean=mean, std=std, channels_last=config.channels_last, rank=rank, world_size=world
     )
-    train_loader = DeviceLoader(fit_split, config.batch_size, train=True, seed=config.seed, **loader_args)
+    train_loader = DeviceLoader(
+        fit_split, config.batch_size, train=True, seed=config.seed, scale=config.scale, **loader_args
+    )
     if len(train_loader) == 0:
         raise ValueError(f"batch_size {config.batch_size} is larger than the {len(fit_split)} training images")
     test_loader = DeviceLoader(test_split, 1024, train=False, **loader_args)

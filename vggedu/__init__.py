@@ -2,7 +2,10 @@
 
 The notebooks in ``notebooks/`` teach; this package carries the plumbing:
 ``configs`` (Table 1 as data), ``models`` (builder, model class, explicit VGG-19),
-``analysis`` (receptive field, parameter and FLOP arithmetic).
+``analysis`` (receptive field, parameter and FLOP arithmetic), ``data`` and ``training``
+(CIFAR-10, the trainer), ``evaluation`` (dense, multi-crop, multi-scale, fusion),
+``inspection`` (activations, Grad-CAM, ImageNet weights), ``plots``, and the shipped
+classroom model (``load_classroom_model``).
 """
 
 from .analysis import (
@@ -16,6 +19,7 @@ from .analysis import (
     stack_weights,
     stacked_receptive_field,
 )
+from .classroom import load_classroom_model
 from .configs import (
     VGG_CONFIGS,
     ConfigError,
@@ -46,6 +50,7 @@ __all__ = [
     "format_table",
     "initialize",
     "layer_stats",
+    "load_classroom_model",
     "make_layers",
     "parse_layer",
     "render_table_1",

@@ -9,6 +9,8 @@ Environment variables (all optional):
 * ``VGGEDU_NO_VERIFY=1``: accept a copy in the official layout whose checksums differ.
 * ``VGGEDU_DATA_LABEL``: how results should name the data (e.g. ``CIFAR-10 (JPEG copy)``).
 * ``VGGEDU_RUNS``: where checkpoints and results go (default ``runs``).
+* ``VGGEDU_OFFLINE=1``: never try a download that is optional (notebook 08's ImageNet weights); the
+  tests set it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,245 @@
+"""Inside a trained VGG: named layers, their activations, Grad-CAM, and torchvision's ImageNet weights.
+
+* :func:`layer_names` names every layer as the paper's figures do (``conv1_1`` .. ``conv5_4``,
+  ``pool1`` .. ``pool5``), mapped to module paths such as ``features.2``. A ``convB_I`` name
+  points at the layer's rectified output (the ReLU after the convolution and its batch norm).
+* :func:`activations` runs a batch and returns the outputs of the named layers (forward hooks).
+* :func:`grad_cam` computes Grad-CAM maps (Selvaraju et al., 2017) for any of those layers.
+* :func:`load_imagenet_weights` puts torchvision's ImageNet VGG weights (``"vgg16"``,
+  ``"vgg16_bn"``, ...) into :func:`vggedu.vgg`, strictly, from torchvision's cache, a file, or a
+  download, and says what to do when none of them is there.
+
+Introduced in notebook 08.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models import VGG, vgg
+
+__all__ = [
+    "IMAGENET_NAMES",
+    "WeightsUnavailable",
+    "layer_names",
+    "activations",
+    "grad_cam",
+    "imagenet_weights",
+    "imagenet_weights_file",
+    "load_imagenet_weights",
+]
+
+# torchvision's names -> (Table 1 column, batch norm)
+IMAGENET_NAMES: dict[str, tuple[str, bool]] = {
+    f"vgg{depth}{suffix}": (column, suffix == "_bn")
+    for depth, column in ((11, "A"), (13, "B"), (16, "D"), (19, "E"))
+    for suffix in ("", "_bn")
+}
+
+
+class WeightsUnavailable(RuntimeError):
+    """The ImageNet weights are neither cached nor downloadable here; the message says what to do."""
+
+
+def layer_names(model: VGG) -> dict[str, str]:
+    """``{"conv1_1": "features.1", ..., "pool5": "features.4"}``-style names of ``model``'s layers.
+
+    Blocks are counted by max-pools; ``convB_I`` is the I-th convolution of block B, pointing at
+    its ReLU (the rectified feature map); ``poolB`` the block's max-pool; ``lrn`` an LRN layer.
+    """
+    names: dict[str, str] = {}
+    block, conv = 1, 0
+    for index, module in enumerate(model.features):
+        path = f"features.{index}"
+        if isinstance(module, nn.Conv2d):
+            conv += 1
+        elif isinstance(module, nn.ReLU):
+            names[f"conv{block}_{conv}"] = path
+        elif isinstance(module, nn.MaxPool2d):
+            names[f"pool{block}"] = path
+            block, conv = block + 1, 0
+        elif isinstance(module, nn.LocalResponseNorm):
+            names["lrn"] = path
+    return names
+
+
+def _modules(model: VGG, names: Sequence[str]) -> dict[str, nn.Module]:
+    known = layer_names(model)
+    modules = dict(model.named_modules())
+    out = {}
+    for name in names:
+        path = known.get(name, name)  # a paper-style name, or a module path such as "features.3"
+        if path not in modules or path == "":
+            raise KeyError(
+                f"no layer {name!r} in this model; use one of {', '.join(known)} (or a module path such as "
+                "'features.0' or 'classifier.0')"
+            )
+        out[name] = modules[path]
+    return out
+
+
+@contextlib.contextmanager
+def _not_inplace(model: nn.Module) -> Iterator[None]:
+    # An in-place ReLU overwrites the tensor a hook kept; switch them off for the duration.
+    changed = [m for m in model.modules() if isinstance(m, nn.ReLU) and m.inplace]
+    for m in changed:
+        m.inplace = False
+    try:
+        yield
+    finally:
+        for m in changed:
+            m.inplace = True
+
+
+@torch.no_grad()
+def activations(model: VGG, x: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """Outputs of the named layers for the batch ``x`` (default: every max-pool), in eval mode.
+
+    ``names`` are :func:`layer_names` keys (``"conv3_2"``, ``"pool5"``) or module paths. Returns
+    ``{name: tensor (N, C, H, W)}`` in the order asked, detached.
+    """
+    if names is None:
+        names = [n for n in layer_names(model) if n.startswith("pool")]
+    modules = _modules(model, names)
+    out: dict[str, torch.Tensor] = {}
+    hooks = [
+        module.register_forward_hook(lambda _m, _i, output, name=name: out.__setitem__(name, output.detach().clone()))
+        for name, module in modules.items()
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        with _not_inplace(model):
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return {name: out[name] for name in names}
+
+
+def grad_cam(
+    model: VGG, x: torch.Tensor, layer: str = "pool5", target: torch.Tensor | int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM maps (N, H, W) in [0, 1] at the input's size, and the logits (N, K).
+
+    For each image: A = the layer's output (C, h, w); the gradient of the target class's logit
+    (default: the predicted class) with respect to A, averaged over positions, weighs each
+    channel; the map is ReLU(sum_c weight_c A_c), up-sampled (bilinear) to the input and divided
+    by its maximum (a map that is zero everywhere stays zero). Selvaraju et al. (2017), eq. 1-2.
+    """
+    module = _modules(model, [layer])[layer]
+    kept: list[torch.Tensor] = []
+    hook = module.register_forward_hook(lambda _m, _i, output: kept.append(output))
+    was_training = model.training
+    try:
+        model.eval()
+        with _not_inplace(model), torch.enable_grad():
+            logits = model(x)
+            if target is None:
+                target = logits.argmax(1)
+            elif isinstance(target, int):
+                target = torch.full((len(x),), target, dtype=torch.long, device=logits.device)
+            score = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
+            (grads,) = torch.autograd.grad(score, kept[0])
+    finally:
+        hook.remove()
+        model.train(was_training)
+    feature = kept[0].detach()
+    weights = grads.mean((2, 3), keepdim=True)
+    cam = F.relu((weights * feature).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)
+    return cam / peak, logits.detach()
+
+
+# --- torchvision's ImageNet weights ---------------------------------------------------------
+
+
+def _check_name(name: str) -> tuple[str, bool]:
+    if name not in IMAGENET_NAMES:
+        raise ValueError(f"no ImageNet VGG called {name!r}; torchvision has {', '.join(IMAGENET_NAMES)}")
+    return IMAGENET_NAMES[name]
+
+
+def imagenet_weights(name: str):
+    """torchvision's weights entry for ``name`` (``IMAGENET1K_V1``): its URL, categories and transforms.
+
+    Reading it needs no network: the download happens only in :func:`load_imagenet_weights`.
+    """
+    import torchvision
+
+    _check_name(name)
+    enum = getattr(
+        torchvision.models, re.sub(r"vgg(\d+)(_bn)?", lambda m: f"VGG{m[1]}{(m[2] or '').upper()}", name) + "_Weights"
+    )
+    return enum.IMAGENET1K_V1
+
+
+def imagenet_weights_file(name: str) -> Path:
+    """Where torchvision caches (and looks for) the weights file of ``name``: ``$TORCH_HOME/hub/checkpoints/``."""
+    url = imagenet_weights(name).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def load_imagenet_weights(name: str, *, path: str | Path | None = None, download: bool = True) -> VGG:
+    """``vggedu.vgg(...)`` with torchvision's ImageNet weights for ``name`` (``"vgg16"``, ``"vgg16_bn"``, ...).
+
+    The weights come from ``path`` if given, else from torchvision's cache
+    (:func:`imagenet_weights_file`), else from a download into that cache (``download=True``,
+    528 MB for VGG-16). They are loaded strictly: every tensor must match by name and shape.
+    Raises :class:`WeightsUnavailable` (what failed, and the fix) when there is no file and no network.
+    """
+    column, batch_norm = _check_name(name)
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"no weights file at {file}; check the path, or leave path out to use the cache")
+    else:
+        file = imagenet_weights_file(name)
+        if not file.is_file():
+            url = imagenet_weights(name).url
+            fix = (
+                f"Where there is a network (Colab has one) this downloads by itself. Offline, download {url} on a "
+                f"machine that has one and put it at {file}, or pass path=... to this function."
+            )
+            if not download:
+                raise WeightsUnavailable(f"the ImageNet weights for {name} are not in the cache ({file}). {fix}")
+            file.parent.mkdir(parents=True, exist_ok=True)  # torch.hub writes a .partial file there first
+            previous = socket.getdefaulttimeout()
+            socket.setdefaulttimeout(30)  # a network that swallows packets fails in 30 s instead of hanging
+            try:
+                torch.hub.download_url_to_file(url, str(file), progress=False)
+            except Exception as error:  # URLError, socket errors, HTTP errors: all mean "not here"
+                raise WeightsUnavailable(
+                    f"could not download the ImageNet weights for {name} ({type(error).__name__}: {error}). {fix}"
+                ) from error
+            finally:
+                socket.setdefaulttimeout(previous)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"{file} is not a readable PyTorch state dict ({type(error).__name__}); it is left untouched. "
+            "Delete it and download again, or pass the right file with path=..."
+        ) from error
+    model = vgg(column, batch_norm=batch_norm, num_classes=1000)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()
+        detail = "; ".join(line.strip() for line in first[1:4])
+        raise ValueError(
+            f"the weights in {file} are not {name}'s ({detail}). Pick the name that matches the file "
+            "(with or without '_bn', the same depth)."
+        ) from None
+    return model.eval()

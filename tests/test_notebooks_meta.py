@@ -54,3 +54,42 @@ def test_anatomy(path):
     markdown = "\n".join("".join(c["source"]) for c in _load(path)["cells"] if c["cell_type"] == "markdown")
     for heading in ("Learning goals", "Prerequisites", "Runtime", "Exercises", "Summary", "References"):
         assert heading in markdown, f"missing {heading}"
+
+
+def _source(cell):
+    return "".join(cell["source"])
+
+
+LEVELS = ("warm-up", "practice", "stretch")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_exercises_have_one_form_and_every_solution_checks_itself(path):
+    cells = _load(path)["cells"]
+    heading = re.compile(r"^## \d+\. Exercises", re.M)
+    start = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown" and heading.search(_source(c)))
+    end = next(i for i in range(start, len(cells)) if "## Summary" in _source(cells[i]))
+    block = cells[start + 1 : end]
+    exercises = [i for i, c in enumerate(block) if c["cell_type"] == "markdown" and _source(c).startswith("**Exercise")]
+    assert 3 <= len(exercises) <= 5, f"{len(exercises)} exercises"
+    levels = []
+    for k, i in enumerate(exercises, 1):
+        match = re.match(rf"\*\*Exercise {k}\*\* \*\(({'|'.join(LEVELS)})\)\*\. \S", _source(block[i]))
+        assert match, f"exercise {k} must start '**Exercise {k}** *(level)*. '"
+        levels.append(LEVELS.index(match[1]))
+        solution = block[i + 1]
+        assert solution["cell_type"] == "code" and "solution" in solution["metadata"].get("tags", []), k
+        assert solution["metadata"].get("jupyter", {}).get("source_hidden"), f"solution {k} must be collapsed"
+        assert _source(solution).startswith(f"# Solution {k}."), k
+        assert "assert" in _source(solution), f"solution {k} must check its answer with an assert"
+    assert levels == sorted(levels), "exercises rise in difficulty"
+
+
+def test_the_teaching_guide_lists_every_notebook_with_a_measured_time():
+    guide = (ROOT / "TEACHING.md").read_text()
+    for path in NOTEBOOKS:
+        row = next((line for line in guide.splitlines() if line.startswith(f"| `{path.stem}`")), None)
+        assert row is not None, f"TEACHING.md has no row for {path.name}"
+        assert re.search(r"\| (\d+(\.\d+)? (s|min)) \|", row), f"no measured time for {path.name}: {row}"
+    assert "{t" not in guide, "a time is still a placeholder"
+    assert "TEACHING.md" in (ROOT / "README.md").read_text(), "the README links the guide"

@@ -4,6 +4,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
 from vggedu.plots import plot_history  # noqa: E402
 from vggedu.training import TrainConfig, TrainResult  # noqa: E402
 
@@ -70,3 +73,69 @@ def test_grid_title_stays_clear_of_the_first_row():
     title_bottom = fig._suptitle.get_window_extent(renderer).y0
     first_row_top = max(ax.title.get_window_extent(renderer).y1 for ax in fig.axes[:2])
     assert title_bottom >= first_row_top
+
+
+# --- slide figures ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", ["A", "A-LRN", "B", "C", "D", "E"])
+def test_table_1_diagram_has_one_box_per_layer_for_every_configuration(config):
+    from vggedu import count_weight_layers, resolve_config
+    from vggedu.plots import plot_table_1
+
+    fig = plot_table_1([config])
+    (ax,) = fig.axes
+    assert len(ax.patches) == len(resolve_config(config)) + 4  # layers, three FC, soft-max
+    assert f"{count_weight_layers(config)} weight layers" in ax.get_title()
+    plt.close(fig)
+
+
+def test_table_1_diagram_marks_what_each_column_adds():
+    from vggedu.plots import plot_table_1
+
+    fig = plot_table_1()
+    assert len(fig.axes) == 6
+    bold = [[p.get_linewidth() > 1 for p in ax.patches] for ax in fig.axes]
+    assert sum(bold[0]) == 0  # A: nothing before it
+    assert sum(bold[1]) == 1  # A-LRN adds the LRN layer
+    assert sum(bold[2]) == 2  # B: two conv3 layers over A-LRN's ... minus LRN
+    assert sum(bold[4]) == 3 and sum(bold[5]) == 3  # D adds 3 conv3 over C (its 1x1s replaced); E adds 3 more
+    plt.close(fig)
+
+
+def test_receptive_field_figure_grows_3_5_7():
+    from vggedu.plots import plot_receptive_fields
+
+    fig = plot_receptive_fields(3)
+    left = fig.axes[0]
+    squares = sorted(p.get_width() for p in left.patches)
+    assert squares == [1, 3, 5, 7]  # the unit, then its field after 1, 2, 3 layers
+    labels = [t.get_text() for t in fig.axes[1].texts]
+    assert labels[:2] == ["9C²", "9C²"] and labels[-2:] == ["27C²", "49C²"]
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("config", ["A", "C", "D", "E"])
+def test_activation_shape_figure_has_a_bar_per_layer(config):
+    from vggedu import layer_stats
+    from vggedu.plots import plot_activation_shapes
+
+    fig = plot_activation_shapes(config)
+    rows = [r for r in layer_stats(config) if r.kind != "fc"]
+    assert len(fig.axes[0].patches) == len(rows)
+    assert [p.get_height() for p in fig.axes[0].patches] == [r.out_channels for r in rows]
+    plt.close(fig)
+
+
+def test_save_figure_writes_slide_resolution(tmp_path):
+    from vggedu.plots import plot_receptive_fields, save_figure
+
+    fig = plot_receptive_fields()
+    path = save_figure(fig, tmp_path / "slides" / "rf.png", dpi=200)
+    from PIL import Image
+
+    width, _ = Image.open(path).size
+    assert width > 8 * 200 * 0.8  # 8 inches at 200 dpi, less the trimmed margins
+    with pytest.raises(ValueError, match=".png, .pdf or .svg"):
+        save_figure(fig, tmp_path / "rf.jpg")
+    plt.close(fig)

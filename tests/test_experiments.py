@@ -1,0 +1,120 @@
+"""The paper's initialisation from net A, and the grid runner's resume."""
+
+import json
+
+import pytest
+import torch
+
+from vggedu import vgg
+from vggedu.data import load_cifar10
+from vggedu.experiments import PAPER_TRANSFER, init_from, run_grid
+from vggedu.training import TrainConfig
+
+KW = dict(batch_norm=True, head="cifar", num_classes=10, width=0.125)
+
+
+def _tensors(model):
+    """Paper name -> the layer's tensors (conv + batch norm, or linear), read from the state dict by index."""
+    from vggedu.experiments import _named_layers
+
+    return {
+        name: [t.clone() for m in modules for t in m.state_dict().values()]
+        for name, modules in _named_layers(model).items()
+    }
+
+
+@pytest.mark.parametrize("deep", ["B", "C", "D", "E"])
+def test_the_paper_transfer_copies_four_convolutions_and_three_fc_layers(deep):
+    torch.manual_seed(0)
+    a = vgg("A", **KW)
+    for m in a.modules():  # trained-looking batch-norm statistics, so they are copied too
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2)
+    torch.manual_seed(1)
+    net = vgg(deep, **KW)
+    before = _tensors(net)
+    report = init_from(a, net)
+    after, source = _tensors(net), _tensors(a)
+    assert report["copied"] == list(PAPER_TRANSFER)
+    assert set(report["copied"]) | set(report["fresh"]) == set(after)
+    for name in PAPER_TRANSFER:
+        assert all(torch.equal(x, y) for x, y in zip(after[name], source[name])), name
+    for name in report["fresh"]:  # untouched: still the deep net's own initialisation
+        assert all(torch.equal(x, y) for x, y in zip(after[name], before[name])), name
+        weight = after[name][0]
+        if name in source and source[name][0].shape == weight.shape:
+            assert not torch.equal(weight, source[name][0]), name
+    assert len(report["fresh"]) == {"B": 6, "C": 9, "D": 9, "E": 12}[deep]
+
+
+def test_a_pair_that_cannot_be_matched_is_refused_before_anything_is_copied():
+    a = vgg("A", **KW)
+    wider = vgg("E", **dict(KW, width=0.25))
+    before = _tensors(wider)
+    with pytest.raises(ValueError, match=r"conv1_1: shapes .* same width"):
+        init_from(a, wider)
+    assert all(torch.equal(x, y) for n in before for x, y in zip(before[n], _tensors(wider)[n]))
+    with pytest.raises(ValueError, match="conv3_3 is not in the shallow net"):
+        init_from(a, vgg("E", **KW), layers=["conv3_3"])
+    with pytest.raises(TypeError, match="two vggedu VGG"):
+        init_from(a, torch.nn.Linear(2, 2))
+
+
+def test_the_grid_runner_skips_finished_runs(synthetic_root, tmp_path, monkeypatch):
+    from vggedu import training
+
+    splits = (
+        load_cifar10(synthetic_root, train=True, verify=False),
+        load_cifar10(synthetic_root, train=False, verify=False),
+    )
+    small = dict(model="A", width=0.125, batch_size=100, lr=0.05, dropout=0.0, val_size=100, epochs=1, train_size=300)
+    configs = [TrainConfig(**small, seed=s) for s in (0, 1)]
+    out = tmp_path / "grid.json"
+    first = run_grid(configs[:1], *splits, out, device="cpu")
+    assert list(first) == [configs[0].run_name()] and json.loads(out.read_text()) == first
+    calls = []
+    real_train = training.train
+    monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(a[0]) or real_train(*a, **k))
+    both = run_grid(configs, *splits, out, device="cpu")
+    assert calls == [configs[1]], "the finished run is not run again"
+    assert set(both) == {c.run_name() for c in configs}
+    assert both[configs[0].run_name()] == first[configs[0].run_name()]
+    assert 0 <= both[configs[1].run_name()]["val_accuracy"] <= 1 and not (tmp_path / "grid.json.tmp").exists()
+
+
+def test_a_config_can_start_from_a_trained_net_a(synthetic_root, tmp_path):
+    from vggedu.training import build_model, load_checkpoint, train
+
+    splits = (
+        load_cifar10(synthetic_root, train=True, verify=False),
+        load_cifar10(synthetic_root, train=False, verify=False),
+    )
+    small = dict(
+        width=0.125,
+        batch_size=100,
+        lr=0.01,
+        dropout=0.0,
+        val_size=100,
+        epochs=1,
+        train_size=300,
+        batch_norm=False,
+        init="glorot",
+    )
+    checkpoint = tmp_path / "net-a.pt"
+    train(
+        TrainConfig(model="A", **small),
+        *splits,
+        device="cpu",
+        checkpoint=checkpoint,
+        progress=False,
+        measure_test=False,
+    )
+    a = load_checkpoint(checkpoint)["model"]
+    deep = build_model(TrainConfig(model="E", init_from=str(checkpoint), **dict(small, init="paper")))
+    assert torch.equal(deep.features[0].weight, a["features.0.weight"])  # conv1_1
+    assert torch.equal(deep.classifier[6].weight, a["classifier.6.weight"])  # fc8
+    plain = build_model(TrainConfig(model="E", **dict(small, init="paper")))
+    assert torch.equal(deep.features[2].weight, plain.features[2].weight)  # conv1_2: E's own, fresh
+    with pytest.raises(ValueError, match="TrainConfig.init_from must be"):
+        TrainConfig(init_from=None)

@@ -49,3 +49,8 @@ def test_a_missing_or_foreign_file_is_reported(tmp_path):
     torch.save({"model": {}}, other)
     with pytest.raises(ValueError, match="not a classroom model file"):
         load_classroom_model(path=other)
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a model")
+    with pytest.raises(ValueError, match="not a readable classroom model"):
+        load_classroom_model(path=junk)
+    assert junk.read_text() == "not a model"

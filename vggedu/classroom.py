@@ -40,8 +40,14 @@ def load_classroom_model(device: torch.device | str = "cpu", *, path: str | Path
             f"no classroom model at {file}. It ships with vggedu (vggedu/weights/classroom.pt); reinstall the "
             "package from the repository, or train it: python -m vggedu.train --preset cpu --checkpoint runs/cpu.pt"
         )
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    missing = [k for k in _KEYS if k not in state]
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"{file} is not a readable classroom model ({type(error).__name__}); it is left untouched. "
+            "Reinstall vggedu to get the shipped file back, or pass path=... to another one"
+        ) from error
+    missing = [k for k in _KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(f"{file} is not a classroom model file (missing {', '.join(missing)}); it is left untouched")
     config = TrainConfig(**state["card"]["config"])

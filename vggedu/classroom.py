@@ -64,7 +64,8 @@ def export_classroom_model(
     """Write the shipped file from a finished training checkpoint and its JSON result (weights only: no
     optimiser state, float32), with its card, history, normalisation and accuracies."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if state["epoch"] != state["plan"]["epochs"] if state.get("plan") else state["epoch"] != state["config"]["epochs"]:
+    planned = state["plan"]["epochs"] if state.get("plan") else state["config"]["epochs"]
+    if state["epoch"] != planned:
         raise ValueError(f"{checkpoint} is not a finished run (epoch {state['epoch']}); finish it with --resume first")
     out = {
         "model": {k: v.float().contiguous() if v.is_floating_point() else v for k, v in state["model"].items()},

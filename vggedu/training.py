@@ -255,10 +255,7 @@ def build_model(config: TrainConfig, num_classes: int = 10) -> VGG:
         from .experiments import init_from
 
         state = load_checkpoint(config.init_from)
-        shallow_config = TrainConfig(**{**TrainConfig().to_dict(), **state["config"]})
-        torch.manual_seed(config.seed)
-        shallow = vgg(shallow_config.model, batch_norm=shallow_config.batch_norm, width=shallow_config.width,
-                      head="cifar", num_classes=num_classes, dropout=shallow_config.dropout)
+        shallow = build_model(TrainConfig(**{**TrainConfig().to_dict(), **state["config"]}), num_classes)
         shallow.load_state_dict(state["model"])
         init_from(shallow, net)
     return net

@@ -81,3 +81,28 @@ def test_rendered_table_1_lists_every_layer():
     assert text.splitlines()[0].split() == ["A", "|", "A-LRN", "|", "B", "|", "C", "|", "D", "|", "E"]
     assert text.count("conv1-512") == 2 and text.count("conv1-256") == 1 and text.count("LRN") == 2  # header + cell
     assert text.count("maxpool") == 5
+
+
+def test_the_shallow_5x5_net_is_b_with_each_pair_of_3x3_layers_as_one_5x5():
+    from vggedu import DERIVED_CONFIGS, count_parameters, layer_stats, vgg
+
+    shallow = DERIVED_CONFIGS["B-5x5"]
+    assert config_name("b-5x5") == "B-5x5" and "B-5x5" not in VGG_CONFIGS and list(VGG_CONFIGS)[-1] == "E"
+    assert count_weight_layers("B-5x5") == 8 and count_weight_layers("B") == 13
+    assert [str(layer) for layer in shallow if layer.kind == "conv"] == [
+        "conv5-64",
+        "conv5-128",
+        "conv5-256",
+        "conv5-512",
+        "conv5-512",
+    ]
+    # Same receptive field as B at the end of every block (Section 2.3: two 3x3 see what one 5x5 sees).
+    fields = {name: [r.receptive_field for r in layer_stats(name) if r.kind == "maxpool"] for name in ("B", "B-5x5")}
+    assert fields["B-5x5"] == fields["B"] == [6, 16, 36, 76, 156]
+    # Parameters: 25 C_in C_out per 5x5 layer against 9 (C_in C_out + C_out^2) for B's pair.
+    convs = [r for r in layer_stats("B-5x5") if r.kind == "conv"]
+    pairs = [(3, 64), (64, 128), (128, 256), (256, 512), (512, 512)]
+    assert [r.params for r in convs] == [25 * i * o + o for i, o in pairs]
+    kw = dict(head="cifar", num_classes=10, width=0.125)
+    assert sum(p.numel() for p in vgg("B-5x5", **kw).parameters()) == count_parameters("B-5x5", **kw)
+    assert count_parameters("B-5x5") > count_parameters("B")  # wider kernels cost more weights, not fewer

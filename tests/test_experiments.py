@@ -118,3 +118,34 @@ def test_a_config_can_start_from_a_trained_net_a(synthetic_root, tmp_path):
     assert torch.equal(deep.features[2].weight, plain.features[2].weight)  # conv1_2: E's own, fresh
     with pytest.raises(ValueError, match="TrainConfig.init_from must be"):
         TrainConfig(init_from=None)
+
+
+def test_a_grid_run_stopped_part_way_resumes_from_its_checkpoint_exactly(synthetic_root, tmp_path):
+    from vggedu.training import train
+
+    splits = (
+        load_cifar10(synthetic_root, train=True, verify=False),
+        load_cifar10(synthetic_root, train=False, verify=False),
+    )
+    config = TrainConfig(model="A", width=0.125, batch_size=100, val_size=100, train_size=300, epochs=2, dropout=0.0)
+    whole = run_grid([config], *splits, tmp_path / "whole.json", device="cpu", measure_test=False)[config.run_name()]
+
+    class Stop(Exception):
+        pass
+
+    folder = tmp_path / "checkpoints"
+    with pytest.raises(Stop):  # the session ends after the first epoch: its checkpoint is on disk
+        train(
+            config,
+            *splits,
+            device="cpu",
+            checkpoint=folder / f"{config.run_name()}.pt",
+            progress=False,
+            on_epoch_end=lambda row: (_ for _ in ()).throw(Stop()),
+        )
+    resumed = run_grid([config], *splits, tmp_path / "grid.json", device="cpu", measure_test=False, checkpoints=folder)
+    resumed = resumed[config.run_name()]
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2]
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(resumed["history"]) == strip(whole["history"])
+    assert resumed["val_accuracy"] == whole["val_accuracy"]

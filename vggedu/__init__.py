@@ -21,6 +21,7 @@ from .analysis import (
 )
 from .classroom import load_classroom_model
 from .configs import (
+    DERIVED_CONFIGS,
     VGG_CONFIGS,
     ConfigError,
     Layer,
@@ -35,6 +36,7 @@ from .models import VGG, VGG19, initialize, make_layers, vgg
 __version__ = "0.1.0"
 
 __all__ = [
+    "DERIVED_CONFIGS",
     "VGG_CONFIGS",
     "ConfigError",
     "Layer",

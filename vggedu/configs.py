@@ -22,6 +22,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "scaled_channels",
     "render_table_1",
     "HEADS",
+    "DERIVED_CONFIGS",
 ]
 
 LayerKind = Literal["conv", "maxpool", "lrn"]
@@ -115,6 +117,13 @@ _TABLE_1: dict[str, tuple[Layer, ...]] = {
     ),
 }
 
+# Section 4.1: "we also compared the net B with a shallow net with five 5x5 conv. layers, which was derived
+# from B by replacing each pair of 3x3 conv. layers with a single 5x5 conv. layer (which has the same
+# receptive field as explained in Sect. 2.3)". Not a column of Table 1, so kept apart from it.
+_DERIVED: dict[str, tuple[Layer, ...]] = {
+    "B-5x5": _column("conv5-64 maxpool conv5-128 maxpool conv5-256 maxpool conv5-512 maxpool conv5-512 maxpool"),
+}
+
 # Depths (weight layers, as the classic CIFAR-10 VGG recipe keys them) and torchvision's names.
 _ALIASES: dict[object, str] = {
     11: "A",
@@ -137,7 +146,8 @@ class ConfigError(ValueError, KeyError):
 
 def _valid_names() -> str:
     aliases = ", ".join(repr(k) for k in _ALIASES)
-    return f"{', '.join(repr(k) for k in _TABLE_1)} (aliases: {aliases})"
+    derived = ", ".join(repr(k) for k in _DERIVED)
+    return f"{', '.join(repr(k) for k in _TABLE_1)} (aliases: {aliases}; derived from Table 1: {derived})"
 
 
 def config_name(config: object) -> str:
@@ -146,8 +156,8 @@ def config_name(config: object) -> str:
         config = repr(config)
     if isinstance(config, str):
         key = config.strip()
-        for name in _TABLE_1:
-            if key.upper() == name:
+        for name in (*_TABLE_1, *_DERIVED):
+            if key.upper() == name.upper():
                 return name
         alias = _ALIASES.get(int(key) if key.isdigit() else key.lower())  # "16" from a command line
         if alias is not None:
@@ -161,7 +171,10 @@ class _Configs(Mapping):
     """Read-only view of Table 1: iterates the six columns, looks up aliases too."""
 
     def __getitem__(self, key: object) -> tuple[Layer, ...]:
-        return _TABLE_1[config_name(key)]
+        name = config_name(key)
+        if name not in _TABLE_1:
+            raise ConfigError(f"{name!r} is not a column of Table 1; it is in DERIVED_CONFIGS")
+        return _TABLE_1[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter(_TABLE_1)
@@ -171,10 +184,9 @@ class _Configs(Mapping):
 
     def __contains__(self, key: object) -> bool:
         try:
-            config_name(key)
+            return config_name(key) in _TABLE_1
         except ConfigError:
             return False
-        return True
 
     def __repr__(self) -> str:
         rows = ",\n".join(f"  {k!r}: ({' '.join(map(str, v))})" for k, v in _TABLE_1.items())
@@ -184,13 +196,19 @@ class _Configs(Mapping):
 VGG_CONFIGS: Mapping[object, tuple[Layer, ...]] = _Configs()
 """Table 1: ``VGG_CONFIGS["D"]``, ``VGG_CONFIGS[16]`` and ``VGG_CONFIGS["vgg16"]`` are the same column."""
 
+DERIVED_CONFIGS: Mapping[str, tuple[Layer, ...]] = MappingProxyType(_DERIVED)
+"""Networks the paper derives from a Table 1 column: ``"B-5x5"``, B with each pair of 3x3 layers as one 5x5.
+
+:func:`resolve_config`, :func:`config_name` and the builders take these names too."""
+
 ConfigLike = str | int | Sequence[str | Layer]
 
 
 def resolve_config(config: ConfigLike) -> tuple[Layer, ...]:
     """A configuration as a tuple of layers, from a name, an alias or a custom list of layers."""
     if isinstance(config, (str, int)):
-        return VGG_CONFIGS[config]
+        name = config_name(config)
+        return _DERIVED[name] if name in _DERIVED else _TABLE_1[name]
     if isinstance(config, Sequence) and len(config) > 0:
         layers = tuple(parse_layer(t) for t in config)
         if not any(layer.kind == "conv" for layer in layers):

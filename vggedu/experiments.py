@@ -98,6 +98,8 @@ def run_grid(
     measure_test: bool = True,
     on_result: Callable[[str, dict], None] | None = None,
     label: Callable[[object], str] | None = None,
+    checkpoints: str | Path | None = None,
+    mode: str = "study",
 ) -> dict[str, dict]:
     """Train every :class:`~vggedu.training.TrainConfig` in ``configs`` unless ``out`` already holds its result.
 
@@ -105,6 +107,10 @@ def run_grid(
     stopped grid continues where it stopped. A result holds the validation accuracy, the test
     accuracy (measured once, after training; ``measure_test=False`` skips it), the history, the
     seconds and the run card. Returns every result in ``out``.
+
+    With ``checkpoints`` (a folder), each run keeps ``<folder>/<run name>.pt`` after every epoch
+    and a run stopped part way (a session that ended) resumes from it, exactly, instead of
+    starting again; the checkpoint stays there when the run is finished.
     """
     from .training import TrainingDiverged, train
 
@@ -115,12 +121,16 @@ def run_grid(
         if key in results and results[key].get("config") == config.to_dict():
             continue  # finished earlier
         start, rows = time.perf_counter(), []
+        checkpoint = Path(checkpoints) / f"{config.run_name()}.pt" if checkpoints else None
         try:
             result = train(
                 config,
                 train_split,
                 test_split,
                 device=device,
+                checkpoint=checkpoint,
+                resume=checkpoint is not None,
+                mode=mode,
                 progress=False,
                 measure_test=measure_test,
                 on_epoch_end=rows.append,
@@ -140,7 +150,8 @@ def run_grid(
                 "val_accuracy": result.val_accuracy,
                 "test_accuracy": result.test_accuracy,
                 "test_accuracy_tta": result.test_accuracy_tta,
-                "seconds": time.perf_counter() - start,
+                "seconds": time.perf_counter() - start,  # this process's wall time (a resumed run: since the resume)
+                "train_seconds": result.seconds,  # every epoch's time, from the history
                 "history": result.history,
                 "card": result.card,
             }
@@ -168,14 +179,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-verify", action="store_true")
     parser.add_argument("--data-label")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--columns", nargs="+", default=["A", "A-LRN", "B", "C", "D", "E"])
+    parser.add_argument("--columns", nargs="+", default=["A", "A-LRN", "B", "C", "D", "E", "B-5x5"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train-size", type=int, default=15_000)
     parser.add_argument("--no-mixed-precision", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--checkpoints", type=Path, help="keep each run's checkpoint here; a stopped run resumes")
+    parser.add_argument("--mode", default="study", help="the run cards' mode label, e.g. 'CPU study, converged'")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from .train import PRESETS
 
     train_split = load_cifar10(args.data_root, train=True, verify=not args.no_verify)
@@ -193,8 +209,18 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     if args.study == "depth":
-        configs = [TrainConfig(**dict(base, model=c, seed=s)) for c in args.columns for s in args.seeds]
-        run_grid(configs, train_split, test_split, args.out, device=args.device, on_result=report)
+        # Seed by seed: a finished seed is every column on the same split and data order, ready to pair.
+        configs = [TrainConfig(**dict(base, model=c, seed=s)) for s in args.seeds for c in args.columns]
+        run_grid(
+            configs,
+            train_split,
+            test_split,
+            args.out,
+            device=args.device,
+            on_result=report,
+            checkpoints=args.checkpoints,
+            mode=args.mode,
+        )
         return 0
     # init: plain nets (no batch norm) at the paper's learning rate for them, 0.01; one change per run, the start.
     plain = dict(base, batch_norm=False, lr=0.01, seed=args.seeds[0])

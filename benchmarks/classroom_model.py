@@ -22,7 +22,8 @@ import torch
 from common import save  # noqa: I001  (benchmarks/common.py)
 
 from vggedu.classroom import CLASSROOM_WEIGHTS, export_classroom_model, load_classroom_model
-from vggedu.data import DeviceLoader, channel_stats, load_cifar10
+from vggedu.data import channel_stats, load_splits
+from vggedu.loaders import DeviceLoader
 from vggedu.training import TrainConfig, evaluate, split_validation
 
 
@@ -35,8 +36,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", type=Path, help="export: the finished training checkpoint")
     parser.add_argument("--json", type=Path, help="export: the run's --json result")
     args = parser.parse_args()
-    train_split = load_cifar10(args.data_root, train=True, verify=not args.no_verify)
-    test_split = load_cifar10(args.data_root, train=False, verify=not args.no_verify)
+    train_split, test_split = load_splits(args.data_root, verify=not args.no_verify, label=args.data_label)
     if args.command == "export":
         result = json.loads(args.json.read_text())
         config = TrainConfig(**result["card"]["config"])
@@ -47,7 +47,8 @@ def main() -> int:
         return 0
     model, info = load_classroom_model()
     loader = DeviceLoader(test_split, 1000, train=False, mean=info["mean"], std=info["std"])
-    plain, flipped = evaluate(model, loader)["accuracy"], evaluate(model, loader, tta=True)["accuracy"]
+    both = evaluate(model, loader, tta=True)  # one pass of [x, x.flip(3)]: plain and flip TTA (soft-max averaged)
+    plain, flipped = both["accuracy"], both["tta_accuracy"]
     label = args.data_label or test_split.source
     print(
         f"classroom model on {label}: test accuracy {plain:.4f} ({flipped:.4f} with flip TTA); "

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import torch
 
-from vggedu.data import load_cifar10, write_synthetic_cifar10
-from vggedu.training import TrainConfig, pick_device, run_card
+from vggedu.data import load_splits, write_synthetic_cifar10
+from vggedu.devices import pick_device
+from vggedu.runs import run_card
+from vggedu.training import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -33,10 +35,7 @@ def load(args, tmp: Path):
         root, verify = tmp, False
     else:
         root, verify = args.data_root, not args.no_verify
-    train = load_cifar10(root, train=True, verify=verify)
-    if args.data_label:
-        train = type(train)(train.images, train.labels, train.classes, args.data_label)
-    return train
+    return load_splits(root, verify=verify, label=args.data_label)[0]
 
 
 def sync(device: torch.device) -> None:

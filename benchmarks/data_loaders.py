@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common import compare_rates, load, parser, pick_device, save
 
-from vggedu.data import DeviceLoader, torchvision_loader
+from vggedu.loaders import DeviceLoader, torchvision_loader
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from common import compare_rates, load, parser, pick_device, save
 
-from vggedu.data import DeviceLoader, torchvision_loader
+from vggedu.loaders import DeviceLoader, torchvision_loader
 from vggedu.training import TrainConfig, autocast_dtype, build_model, make_optimizer, train_one_epoch
 
 

@@ -4,7 +4,8 @@ import torch
 
 from vggedu import load_classroom_model
 from vggedu.classroom import CLASSROOM_WEIGHTS
-from vggedu.data import DeviceLoader, load_cifar10
+from vggedu.data import load_cifar10
+from vggedu.loaders import DeviceLoader
 from vggedu.train import PRESETS
 from vggedu.training import TrainConfig, build_model
 

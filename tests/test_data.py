@@ -13,12 +13,11 @@ from vggedu.data import (
     CIFAR10_CLASSES,
     CIFAR10Split,
     DataError,
-    DeviceLoader,
     channel_stats,
     load_cifar10,
-    torchvision_loader,
     write_synthetic_cifar10,
 )
+from vggedu.loaders import DeviceLoader, torchvision_loader
 
 
 def _write_official(folder, batches):
@@ -270,8 +269,30 @@ def test_processes_share_each_global_batch_exactly(small_split):
     for step, (x, y) in enumerate(one):
         assert torch.equal(torch.cat([ranks[r][step][0] for r in range(3)]), x)
         assert torch.equal(torch.cat([ranks[r][step][1] for r in range(3)]), y)
-    evals = [DeviceLoader(small_split, 64, train=False, rank=r, world_size=2) for r in range(2)]
-    labels = torch.cat([y for loader in evals for _, y in loader])
-    assert len(labels) == 300 and torch.equal(torch.sort(labels).values, torch.sort(small_split.labels).values)
+    # Evaluation shards, image by image: label every image with its index, then every index must come
+    # exactly once, each with its own pixels (rank r holds images r, r + 2, r + 4, ...).
+    import dataclasses
+
+    tagged = dataclasses.replace(small_split, labels=torch.arange(300))
+    whole = next(iter(DeviceLoader(tagged, 300, train=False)))[0]
+    shards = [list(DeviceLoader(tagged, 64, train=False, rank=r, world_size=2)) for r in range(2)]
+    for r, shard in enumerate(shards):
+        index = torch.cat([y for _, y in shard])
+        assert torch.equal(index, torch.arange(r, 300, 2))
+        assert torch.equal(torch.cat([x for x, _ in shard]), whole[index])
+    assert torch.equal(torch.cat([y for shard in shards for _, y in shard]).sort().values, torch.arange(300))
     with pytest.raises(ValueError, match="must be divisible by the 3 processes"):
         DeviceLoader(small_split, 64, train=True, rank=0, world_size=3)
+
+
+@pytest.mark.parametrize(
+    "n_train, sizes", [(6, [2, 1, 1, 1, 1]), (5, [1] * 5), (1000, [200] * 5), (1003, [201] * 3 + [200] * 2)]
+)
+def test_synthetic_data_of_any_size_fills_the_five_files(tmp_path, n_train, sizes):
+    import pickle
+
+    folder = write_synthetic_cifar10(tmp_path, n_train=n_train, n_test=3)
+    got = [len(pickle.load(open(folder / f"data_batch_{b}", "rb"), encoding="latin1")["labels"]) for b in range(1, 6)]
+    assert got == sizes and len(load_cifar10(tmp_path, train=True, verify=False)) == n_train
+    with pytest.raises(ValueError, match="at least 5 training images"):
+        write_synthetic_cifar10(tmp_path / "x", n_train=4)

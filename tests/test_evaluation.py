@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from vggedu import VGG_CONFIGS, vgg
-from vggedu.data import CIFAR10Split, DeviceLoader, rescale_crop_flip, scale_draws
+from vggedu.data import CIFAR10Split
 from vggedu.evaluation import (
     crop_offsets,
     dense_probabilities,
@@ -20,7 +20,9 @@ from vggedu.evaluation import (
     multi_scale_probabilities,
     scheme_accuracy,
 )
-from vggedu.training import TrainConfig, run_card, train
+from vggedu.loaders import DeviceLoader, rescale_crop_flip, scale_draws
+from vggedu.runs import run_card, train
+from vggedu.training import TrainConfig
 
 HEAD_SIZE = {"imagenet": 224, "cifar": 32}
 

@@ -15,11 +15,10 @@ KW = dict(batch_norm=True, head="cifar", num_classes=10, width=0.125)
 
 def _tensors(model):
     """Paper name -> the layer's tensors (conv + batch norm, or linear), read from the state dict by index."""
-    from vggedu.experiments import _named_layers
+    from vggedu.models import _weights
 
     return {
-        name: [t.clone() for m in modules for t in m.state_dict().values()]
-        for name, modules in _named_layers(model).items()
+        name: [t.clone() for m in modules for t in m.state_dict().values()] for name, modules in _weights(model).items()
     }
 
 
@@ -62,7 +61,7 @@ def test_a_pair_that_cannot_be_matched_is_refused_before_anything_is_copied():
 
 
 def test_the_grid_runner_skips_finished_runs(synthetic_root, tmp_path, monkeypatch):
-    from vggedu import training
+    from vggedu import experiments
 
     splits = (
         load_cifar10(synthetic_root, train=True, verify=False),
@@ -74,8 +73,8 @@ def test_the_grid_runner_skips_finished_runs(synthetic_root, tmp_path, monkeypat
     first = run_grid(configs[:1], *splits, out, device="cpu")
     assert list(first) == [configs[0].run_name()] and json.loads(out.read_text()) == first
     calls = []
-    real_train = training.train
-    monkeypatch.setattr(training, "train", lambda *a, **k: calls.append(a[0]) or real_train(*a, **k))
+    real_train = experiments.train
+    monkeypatch.setattr(experiments, "train", lambda *a, **k: calls.append(a[0]) or real_train(*a, **k))
     both = run_grid(configs, *splits, out, device="cpu")
     assert calls == [configs[1]], "the finished run is not run again"
     assert set(both) == {c.run_name() for c in configs}
@@ -84,7 +83,8 @@ def test_the_grid_runner_skips_finished_runs(synthetic_root, tmp_path, monkeypat
 
 
 def test_a_config_can_start_from_a_trained_net_a(synthetic_root, tmp_path):
-    from vggedu.training import build_model, load_checkpoint, train
+    from vggedu.runs import train
+    from vggedu.training import build_model, load_checkpoint
 
     splits = (
         load_cifar10(synthetic_root, train=True, verify=False),
@@ -121,7 +121,7 @@ def test_a_config_can_start_from_a_trained_net_a(synthetic_root, tmp_path):
 
 
 def test_a_grid_run_stopped_part_way_resumes_from_its_checkpoint_exactly(synthetic_root, tmp_path):
-    from vggedu.training import train
+    from vggedu.runs import train
 
     splits = (
         load_cifar10(synthetic_root, train=True, verify=False),
@@ -149,3 +149,39 @@ def test_a_grid_run_stopped_part_way_resumes_from_its_checkpoint_exactly(synthet
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
     assert strip(resumed["history"]) == strip(whole["history"])
     assert resumed["val_accuracy"] == whole["val_accuracy"]
+
+
+def test_a_half_trained_net_a_is_refused_and_the_grid_finishes_it(synthetic_root, tmp_path):
+    from vggedu.checkpoints import CheckpointError, is_finished, read_state
+    from vggedu.runs import train
+    from vggedu.training import build_model
+
+    splits = (
+        load_cifar10(synthetic_root, train=True, verify=False),
+        load_cifar10(synthetic_root, train=False, verify=False),
+    )
+    small = dict(width=0.125, batch_size=100, val_size=100, epochs=2, train_size=300, batch_norm=False, dropout=0.0)
+    net_a = TrainConfig(model="A", init="glorot", **small)
+    checkpoint = tmp_path / "checkpoints" / f"{net_a.run_name()}.pt"
+    train(net_a, *splits, device="cpu", checkpoint=checkpoint, progress=False, until_epoch=1)  # a session ended
+    deep = TrainConfig(model="E", init="paper", init_from=str(checkpoint), **small)
+    with pytest.raises(CheckpointError, match=r"stopped at epoch 1 of 2.*Finish it first"):
+        build_model(deep)
+    run_grid([net_a], *splits, tmp_path / "grid.json", device="cpu", checkpoints=checkpoint.parent, measure_test=False)
+    assert is_finished(read_state(checkpoint)) and read_state(checkpoint)["epoch"] == 2  # resumed, not skipped
+    build_model(deep)  # a finished net A is accepted
+
+
+def test_a_failed_start_keeps_its_whole_message(synthetic_root, tmp_path, monkeypatch):
+    from vggedu import experiments
+    from vggedu.training import TrainingDiverged
+
+    message = "a loss became NaN or infinite in epoch 1 (train_loss nan, val_loss 2.3026); training stopped."
+
+    def diverges(*args, **kwargs):
+        raise TrainingDiverged(message)
+
+    monkeypatch.setattr(experiments, "train", diverges)
+    results = run_grid([TrainConfig(model="A", width=0.125)], None, None, tmp_path / "g.json")
+    (result,) = results.values()
+    assert result["diverged"] == message and result["val_accuracy"] is None

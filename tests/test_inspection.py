@@ -98,11 +98,26 @@ def test_grad_cam_matches_a_finite_difference_reference():
 def test_grad_cam_defaults_to_the_predicted_class_and_leaves_no_trace():
     model = _small("B")
     x = torch.randn(4, 3, 32, 32)
-    cams, logits = grad_cam(model, x, "pool5")
-    torch.testing.assert_close(cams, grad_cam(model, x, "pool5", target=logits.argmax(1))[0])
-    assert cams.shape == (4, 32, 32)
+    cams, logits = grad_cam(model, x, "conv4_2")  # a 4x4 map: the maps differ from image to image
+    assert cams.shape == (4, 32, 32) and cams.flatten(1).std(1).min() > 0.01
+    others = grad_cam(model, x, "conv4_2", target=(logits.argmax(1) + 1) % 10)[0]
+    assert not torch.allclose(cams, others), "another class gives other maps: the default target is not arbitrary"
+    torch.testing.assert_close(cams, grad_cam(model, x, "conv4_2", target=logits.argmax(1))[0])
     assert all(p.grad is None for p in model.parameters())
     assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_grad_cam_defaults_to_the_last_layer_larger_than_1x1():
+    from vggedu.inspection import last_spatial_layer
+
+    model = _small("D")
+    x = torch.randn(2, 3, 32, 32)
+    assert last_spatial_layer(model, x) == "conv5_3"  # block 5 works on 2x2 maps; pool5 is 1x1 on 32x32 images
+    assert last_spatial_layer(model, torch.randn(1, 3, 64, 64)) == "pool5"  # 2x2 at 64x64
+    cams, _ = grad_cam(model, x)
+    torch.testing.assert_close(cams, grad_cam(model, x, "conv5_3")[0])
+    flat, _ = grad_cam(model, x, "pool5")  # what the old default gave: one value up-sampled, a flat map
+    assert flat.flatten(1).std(1).max() < 1e-6 and cams.flatten(1).std(1).min() > 0.01
 
 
 # --- ImageNet weights, offline ---------------------------------------------------------------

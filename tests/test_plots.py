@@ -8,7 +8,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 from vggedu.plots import plot_history  # noqa: E402
-from vggedu.training import TrainConfig, TrainResult  # noqa: E402
+from vggedu.runs import TrainResult  # noqa: E402
+from vggedu.training import TrainConfig  # noqa: E402
 
 
 def _rows(test_curve=False):

@@ -1,12 +1,16 @@
 """vggedu: the helper package of a tutorial on VGG (Simonyan & Zisserman, 2014).
 
 The notebooks in ``notebooks/`` teach; this package carries the plumbing:
-``configs`` (Table 1 as data), ``models`` (builder, model class, explicit VGG-19),
-``analysis`` (receptive field, parameter and FLOP arithmetic), ``data`` and ``training``
-(CIFAR-10, the trainer), ``evaluation`` (dense, multi-crop, multi-scale, fusion),
+``configs`` (Table 1 as data), ``models`` (builder, model class, the paper's layer names),
+``vgg19`` (the explicit VGG-19), ``analysis`` (receptive field, parameter and FLOP arithmetic),
+``data`` (CIFAR-10), ``training`` (config, step, evaluation), ``runs`` (a whole run, its time
+budget), ``devices``, ``checkpoints``, ``distributed``, ``experiments`` (grids of runs),
+``stats`` (the tests behind every verdict), ``evaluation`` (dense, multi-crop, multi-scale, fusion),
 ``inspection`` (activations, Grad-CAM, ImageNet weights), ``plots``, and the shipped
 classroom model (``load_classroom_model``).
 """
+
+__version__ = "0.1.0"  # before the imports: vggedu.runs reads it into every run card
 
 from .analysis import (
     LayerStats,
@@ -32,8 +36,6 @@ from .configs import (
     resolve_config,
 )
 from .models import VGG, VGG19, initialize, make_layers, vgg
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DERIVED_CONFIGS",

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 
-from .configs import HEADS, ConfigLike, check_choice, check_width, resolve_config, scaled_channels
+from .configs import HEADS, ConfigLike, check_choice, check_width, paper_names, resolve_config, scaled_channels
 
 __all__ = [
     "LayerStats",
@@ -41,7 +41,7 @@ __all__ = [
 class LayerStats:
     """One layer of a configuration at a given input size (per image)."""
 
-    name: str  # conv1_1, lrn1, pool1, ..., fc6, fc7, fc8 (Caffe's names)
+    name: str  # conv1_1, lrn, pool1, ..., fc6, fc7, fc8 (Caffe's names; vggedu.configs.paper_names)
     kind: str  # "conv", "lrn", "maxpool", "fc"
     kernel_size: int  # 0 for LRN and FC
     in_channels: int  # features for FC
@@ -84,25 +84,19 @@ def layer_stats(
 
     rows: list[LayerStats] = []
     size, channels, rf, jump, start = input_size, in_channels, 1, 1, 0.0
-    block, index = 1, 0
-    for layer in layers:
+    for layer, name in zip(layers, paper_names(layer.kind for layer in layers)):
         if layer.kind == "conv":
             k = layer.kernel_size
             out = scaled_channels(layer.out_channels, width)
-            index += 1
             rf += (k - 1) * jump  # padding k//2 keeps the centre in place: start unchanged
             params = k * k * channels * out + out + (2 * out if batch_norm else 0)
             macs = size * size * out * channels * k * k
             acts = size * size * out * (2 if batch_norm else 1)
-            rows.append(
-                LayerStats(f"conv{block}_{index}", "conv", k, channels, out, size, rf, jump, start, params, macs, acts)
-            )
+            rows.append(LayerStats(name, "conv", k, channels, out, size, rf, jump, start, params, macs, acts))
             channels = out
         elif layer.kind == "lrn":
             rows.append(
-                LayerStats(
-                    f"lrn{block}", "lrn", 0, channels, channels, size, rf, jump, start, 0, 0, size * size * channels
-                )
+                LayerStats(name, "lrn", 0, channels, channels, size, rf, jump, start, 0, 0, size * size * channels)
             )
         else:
             rf += jump
@@ -111,7 +105,7 @@ def layer_stats(
             size //= 2
             rows.append(
                 LayerStats(
-                    f"pool{block}",
+                    name,
                     "maxpool",
                     2,
                     channels,
@@ -125,7 +119,6 @@ def layer_stats(
                     size * size * channels,
                 )
             )
-            block, index = block + 1, 0
 
     if head == "imagenet":
         dims = [channels * 7 * 7, 4096, 4096, num_classes]

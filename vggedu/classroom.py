@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
+from .checkpoints import is_finished, read_state
 from .models import VGG
+from .training import TrainConfig, build_model
 
 __all__ = ["CLASSROOM_WEIGHTS", "load_classroom_model", "export_classroom_model"]
 
@@ -32,21 +34,17 @@ def load_classroom_model(device: torch.device | str = "cpu", *, path: str | Path
     The weights load strictly into the model the run card describes; ``info`` has the card,
     history, mean, std and the accuracies measured when it was trained.
     """
-    from .training import TrainConfig, build_model
-
     file = Path(path) if path is not None else CLASSROOM_WEIGHTS
     if not file.is_file():
         raise FileNotFoundError(
             f"no classroom model at {file}. It ships with vggedu (vggedu/weights/classroom.pt); reinstall the "
             "package from the repository, or train it: python -m vggedu.train --preset cpu --checkpoint runs/cpu.pt"
         )
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"{file} is not a readable classroom model ({type(error).__name__}); it is left untouched. "
-            "Reinstall vggedu to get the shipped file back, or pass path=... to another one"
-        ) from error
+    state = read_state(
+        file,
+        what="classroom model",
+        fix="reinstall vggedu to get the shipped file back, or pass path=... to another one",
+    )
     missing = [k for k in _KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(f"{file} is not a classroom model file (missing {', '.join(missing)}); it is left untouched")
@@ -63,9 +61,8 @@ def export_classroom_model(
 ) -> Path:
     """Write the shipped file from a finished training checkpoint and its JSON result (weights only: no
     optimiser state, float32), with its card, history, normalisation and accuracies."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    planned = state["plan"]["epochs"] if state.get("plan") else state["config"]["epochs"]
-    if state["epoch"] != planned:
+    state = read_state(checkpoint)
+    if not is_finished(state):
         raise ValueError(f"{checkpoint} is not a finished run (epoch {state['epoch']}); finish it with --resume first")
     out = {
         "model": {k: v.float().contiguous() if v.is_floating_point() else v for k, v in state["model"].items()},

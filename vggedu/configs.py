@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
@@ -38,6 +38,7 @@ __all__ = [
     "render_table_1",
     "HEADS",
     "DERIVED_CONFIGS",
+    "paper_names",
 ]
 
 LayerKind = Literal["conv", "maxpool", "lrn"]
@@ -244,6 +245,28 @@ def scaled_channels(channels: int, width: float) -> int:
     """Channels of a convolution after width scaling (rounded, at least 1)."""
     check_width(width)
     return max(1, round(channels * width))
+
+
+def paper_names(kinds: Iterable[str]) -> list[str | None]:
+    """The paper's name of each layer in a sequence of kinds (``"conv"``, ``"maxpool"``, ``"lrn"``, other).
+
+    Blocks are counted by max-pools: ``convB_I`` is the I-th convolution of block B, ``poolB`` the
+    block's max-pool, ``lrn`` an LRN layer; any other kind (batch norm, ReLU) gets None. The one
+    walker behind :func:`vggedu.models.paper_layers`, :func:`vggedu.analysis.layer_stats` and
+    :func:`vggedu.inspection.layer_names`.
+    """
+    names: list[str | None] = []
+    block, index = 1, 0
+    for kind in kinds:
+        if kind == "conv":
+            index += 1
+            names.append(f"conv{block}_{index}")
+        elif kind == "maxpool":
+            names.append(f"pool{block}")
+            block, index = block + 1, 0
+        else:
+            names.append("lrn" if kind == "lrn" else None)
+    return names
 
 
 def render_table_1(names: Sequence[object] | None = None) -> str:

@@ -14,7 +14,7 @@ multi-crop and multi-scale evaluation, and the fusion of several networks.
 * :func:`fuse`: the mean of several networks' soft-max outputs (Section 4.4).
 * :func:`scheme_accuracy` runs any of them over a loader.
 
-Every function takes normalised float images (N, 3, H, W), as :class:`~vggedu.data.DeviceLoader`
+Every function takes normalised float images (N, 3, H, W), as :class:`~vggedu.loaders.DeviceLoader`
 yields them. Introduced in notebook 06.
 """
 

@@ -1,10 +1,5 @@
-"""Studies over many runs: the paper's initialisation of deep nets from net A, and a resumable grid runner.
+"""Studies over many runs: a resumable grid runner, and the depth and initialisation studies of notebook 07.
 
-* :func:`init_from` copies a trained shallow VGG into a deeper one as Section 3.1 did: the
-  first four convolutional layers and the three fully connected layers, the rest left as
-  initialised. Layers are matched by the paper's names (``conv1_1``, ``conv2_1``, ``conv3_1``,
-  ``conv3_2`` are net A's four first convolutions; the deeper columns have layers of those names
-  and shapes), so the copy is exact, not positional.
 * :func:`run_grid` trains a list of configurations (e.g. every Table 1 column x seeds) and keeps
   one JSON file of results, written after every run: a finished run is never run again.
 
@@ -17,7 +12,6 @@ Introduced in notebook 07.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -25,67 +19,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from .models import VGG
+from .data import load_splits
+from .models import PAPER_TRANSFER, init_from  # the paper's start from net A (Section 3.1), used by notebook 07
+from .runs import train
+from .training import PRESETS, TrainConfig, TrainingDiverged
 
 __all__ = ["PAPER_TRANSFER", "init_from", "run_grid", "main"]
-
-# Section 3.1: "we initialised the first four convolutional layers and the last three fully-connected
-# layers with the layers of net A (the intermediate layers were initialised randomly)".
-PAPER_TRANSFER = ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8")
-
-
-def _named_layers(model: VGG) -> dict[str, list[nn.Module]]:
-    """Paper name -> the modules holding that layer's tensors (the conv and its batch norm, or the Linear)."""
-    names: dict[str, list[nn.Module]] = {}
-    block, index = 1, 0
-    for module in model.features:
-        if isinstance(module, nn.Conv2d):
-            index += 1
-            names[f"conv{block}_{index}"] = [module]
-        elif isinstance(module, nn.BatchNorm2d):
-            names[f"conv{block}_{index}"].append(module)
-        elif isinstance(module, nn.MaxPool2d):
-            block, index = block + 1, 0
-    linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
-    for i, linear in enumerate(linears):
-        names[f"fc{6 + i}"] = [linear]
-    return names
-
-
-@torch.no_grad()
-def init_from(shallow: VGG, deep: VGG, layers: Sequence[str] = PAPER_TRANSFER) -> dict[str, list[str]]:
-    """Copy ``layers`` (default: the paper's seven) from ``shallow`` into ``deep``, in place.
-
-    Every tensor of each named layer (weight, bias, and batch-norm scale, shift and running
-    statistics) is copied; everything else in ``deep`` keeps its initialisation. Returns
-    ``{"copied": [...], "fresh": [...]}`` (layer names of ``deep``). Raises a ValueError, before
-    copying anything, if a layer is missing from either network or its shapes differ.
-    """
-    if not isinstance(shallow, VGG) or not isinstance(deep, VGG):
-        raise TypeError("init_from takes two vggedu VGG models (vggedu.vgg(...)), the trained one first")
-    source, target = _named_layers(shallow), _named_layers(deep)
-    problems = []
-    for name in layers:
-        if name not in source or name not in target:
-            where = "the shallow net" if name not in source else "the deep net"
-            problems.append(f"{name} is not in {where}")
-            continue
-        a = [t.shape for m in source[name] for t in m.state_dict().values()]
-        b = [t.shape for m in target[name] for t in m.state_dict().values()]
-        if a != b:
-            problems.append(f"{name}: shapes {[tuple(s) for s in a]} vs {[tuple(s) for s in b]}")
-    if problems:
-        raise ValueError(
-            "cannot initialise the deep net from the shallow one: " + "; ".join(problems) + ". Both must be "
-            "built with the same width, head, batch norm and number of classes (e.g. vgg('A', ...) and "
-            "vgg('E', ...) with the same keyword arguments)."
-        )
-    for name in layers:
-        for src, dst in zip(source[name], target[name]):
-            dst.load_state_dict(src.state_dict())
-    return {"copied": list(layers), "fresh": [n for n in target if n not in layers]}
 
 
 def run_grid(
@@ -112,8 +52,6 @@ def run_grid(
     and a run stopped part way (a session that ended) resumes from it, exactly, instead of
     starting again; the checkpoint stays there when the run is finished.
     """
-    from .training import TrainingDiverged, train
-
     out = Path(out)
     results: dict[str, dict] = json.loads(out.read_text()) if out.is_file() else {}
     for config in configs:
@@ -138,7 +76,7 @@ def run_grid(
         except TrainingDiverged as error:  # a start that cannot train is a result too: record where it stopped
             results[key] = {
                 "config": config.to_dict(),
-                "diverged": str(error).split(".")[0],
+                "diverged": str(error),
                 "history": rows,
                 "val_accuracy": None,
                 "test_accuracy": None,
@@ -165,9 +103,6 @@ def run_grid(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import load_cifar10
-    from .training import TrainConfig
-
     parser = argparse.ArgumentParser(prog="python -m vggedu.experiments", description="Grids of training runs.")
     parser.add_argument(
         "study",
@@ -192,12 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from .train import PRESETS
-
-    train_split = load_cifar10(args.data_root, train=True, verify=not args.no_verify)
-    test_split = load_cifar10(args.data_root, train=False, verify=not args.no_verify)
-    if args.data_label:
-        train_split = dataclasses.replace(train_split, source=args.data_label)
+    train_split, test_split = load_splits(args.data_root, verify=not args.no_verify, label=args.data_label)
     base = dict(PRESETS["cpu"], time_budget=0.0, width=args.width, epochs=args.epochs, train_size=args.train_size)
     base["mixed_precision"] = not args.no_mixed_precision
 
@@ -223,24 +153,25 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     # init: plain nets (no batch norm) at the paper's learning rate for them, 0.01; one change per run, the start.
-    plain = dict(base, batch_norm=False, lr=0.01, seed=args.seeds[0])
-    net_a = TrainConfig(**dict(plain, model="A", init="glorot"))
-    checkpoint = args.out.with_name(args.out.stem + "-net-A.pt")
-    if not checkpoint.is_file():  # train net A once, keep its checkpoint for the transfer
-        from .training import train
-
-        train(net_a, train_split, test_split, device=args.device, checkpoint=checkpoint, progress=False)
-    starts = {
-        "N(0, 10^-2), the paper's": TrainConfig(**dict(plain, model="E", init="paper")),
-        "net A's layers, rest N(0, 10^-2)": TrainConfig(
-            **dict(plain, model="E", init="paper", init_from=str(checkpoint))
-        ),
-        "Glorot": TrainConfig(**dict(plain, model="E", init="glorot")),
-        "He (Kaiming)": TrainConfig(**dict(plain, model="E", init="kaiming")),
-    }
-    names = {config.run_name(): name for name, config in starts.items()}
+    configs, names = [], {}
+    for seed in args.seeds:
+        plain = dict(base, batch_norm=False, lr=0.01, seed=seed)
+        # Net A first, through its own checkpoint: a run stopped part way resumes; only a finished net A is used.
+        net_a = TrainConfig(**dict(plain, model="A", init="glorot"))
+        checkpoint = (args.checkpoints or args.out.parent) / f"net-A-{net_a.run_name()}.pt"
+        train(net_a, train_split, test_split, device=args.device, checkpoint=checkpoint, resume=True, progress=False)
+        starts = {
+            "N(0, 10^-2), the paper's": dict(init="paper"),
+            "net A's layers, rest N(0, 10^-2)": dict(init="paper", init_from=str(checkpoint)),
+            "Glorot": dict(init="glorot"),
+            "He (Kaiming)": dict(init="kaiming"),
+        }
+        for name, change in starts.items():
+            config = TrainConfig(**dict(plain, model="E", **change))
+            configs.append(config)
+            names[config.run_name()] = name if len(args.seeds) == 1 else f"{name}, seed {seed}"
     run_grid(
-        list(starts.values()),
+        configs,
         train_split,
         test_split,
         args.out,
@@ -248,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         on_result=report,
         label=lambda config: names[config.run_name()],
         measure_test=False,
+        checkpoints=args.checkpoints,
+        mode=args.mode,
     )
     return 0
 

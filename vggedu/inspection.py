@@ -4,7 +4,9 @@
   ``pool1`` .. ``pool5``), mapped to module paths such as ``features.2``. A ``convB_I`` name
   points at the layer's rectified output (the ReLU after the convolution and its batch norm).
 * :func:`activations` runs a batch and returns the outputs of the named layers (forward hooks).
-* :func:`grad_cam` computes Grad-CAM maps (Selvaraju et al., 2017) for any of those layers.
+* :func:`grad_cam` computes Grad-CAM maps (Selvaraju et al., 2017) for any of those layers; by
+  default at the last layer whose map is larger than 1x1 for the input given (conv5_3 of D on
+  32x32 images: pool5 is 1x1 there, and a 1x1 map up-sampled is flat: it shows nothing).
 * :func:`load_imagenet_weights` puts torchvision's ImageNet VGG weights (``"vgg16"``,
   ``"vgg16_bn"``, ...) into :func:`vggedu.vgg`, strictly, from torchvision's cache, a file, or a
   download, and says what to do when none of them is there.
@@ -25,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import VGG, vgg
+from .checkpoints import read_state
+from .models import VGG, paper_layers, vgg
 
 __all__ = [
     "IMAGENET_NAMES",
@@ -33,6 +36,7 @@ __all__ = [
     "layer_names",
     "activations",
     "grad_cam",
+    "last_spatial_layer",
     "imagenet_weights",
     "imagenet_weights_file",
     "load_imagenet_weights",
@@ -51,25 +55,13 @@ class WeightsUnavailable(RuntimeError):
 
 
 def layer_names(model: VGG) -> dict[str, str]:
-    """``{"conv1_1": "features.1", ..., "pool5": "features.4"}``-style names of ``model``'s layers.
+    """``{"conv1_1": "features.2", ..., "pool5": ..., "fc6": "classifier.1", "fc8": "classifier.6"}``.
 
-    Blocks are counted by max-pools; ``convB_I`` is the I-th convolution of block B, pointing at
-    its ReLU (the rectified feature map); ``poolB`` the block's max-pool; ``lrn`` an LRN layer.
+    The paper's names (:func:`vggedu.models.paper_layers`, blocks counted by max-pools), each
+    pointing at the module whose output is that layer's map: a convolution's ReLU (the rectified
+    feature map, after batch norm), a max-pool, an LRN; fc6 and fc7 at their ReLU, fc8 at the logits.
     """
-    names: dict[str, str] = {}
-    block, conv = 1, 0
-    for index, module in enumerate(model.features):
-        path = f"features.{index}"
-        if isinstance(module, nn.Conv2d):
-            conv += 1
-        elif isinstance(module, nn.ReLU):
-            names[f"conv{block}_{conv}"] = path
-        elif isinstance(module, nn.MaxPool2d):
-            names[f"pool{block}"] = path
-            block, conv = block + 1, 0
-        elif isinstance(module, nn.LocalResponseNorm):
-            names["lrn"] = path
-    return names
+    return {name: parts.get("relu", next(iter(parts.values()))) for name, parts in paper_layers(model).items()}
 
 
 def _modules(model: VGG, names: Sequence[str]) -> dict[str, nn.Module]:
@@ -127,16 +119,30 @@ def activations(model: VGG, x: torch.Tensor, names: Sequence[str] | None = None)
     return {name: out[name] for name in names}
 
 
+def last_spatial_layer(model: VGG, x: torch.Tensor) -> str:
+    """The last named layer of ``features`` whose output for ``x`` is larger than 1x1 (one cheap pass)."""
+    names = [n for n in layer_names(model) if not n.startswith("fc")]
+    shapes = {name: a.shape[-2:] for name, a in activations(model, x[:1], names).items()}
+    spatial = [name for name in names if shapes[name].numel() > 1]
+    if not spatial:
+        raise ValueError(f"every layer's map is 1x1 for input {tuple(x.shape[-2:])}; Grad-CAM needs a larger input")
+    return spatial[-1]
+
+
 def grad_cam(
-    model: VGG, x: torch.Tensor, layer: str = "pool5", target: torch.Tensor | int | None = None
+    model: VGG, x: torch.Tensor, layer: str | None = None, target: torch.Tensor | int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM maps (N, H, W) in [0, 1] at the input's size, and the logits (N, K).
+
+    ``layer`` (default: :func:`last_spatial_layer`, e.g. conv5_3's 2x2 map for 32x32 images; pool5's
+    1x1 map would make every map flat) is a :func:`layer_names` key or a module path.
 
     For each image: A = the layer's output (C, h, w); the gradient of the target class's logit
     (default: the predicted class) with respect to A, averaged over positions, weighs each
     channel; the map is ReLU(sum_c weight_c A_c), up-sampled (bilinear) to the input and divided
     by its maximum (a map that is zero everywhere stays zero). Selvaraju et al. (2017), eq. 1-2.
     """
+    layer = last_spatial_layer(model, x) if layer is None else layer
     module = _modules(model, [layer])[layer]
     kept: list[torch.Tensor] = []
     hook = module.register_forward_hook(lambda _m, _i, output: kept.append(output))
@@ -225,13 +231,9 @@ def load_imagenet_weights(name: str, *, path: str | Path | None = None, download
                 ) from error
             finally:
                 socket.setdefaulttimeout(previous)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ValueError(
-            f"{file} is not a readable PyTorch state dict ({type(error).__name__}); it is left untouched. "
-            "Delete it and download again, or pass the right file with path=..."
-        ) from error
+    state = read_state(
+        file, what="PyTorch state dict", fix="delete it and download again, or pass the right file with path=..."
+    )
     model = vgg(column, batch_norm=batch_norm, num_classes=1000)
     try:
         model.load_state_dict(state, strict=True)

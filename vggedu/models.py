@@ -8,14 +8,29 @@ for configurations A, B, D and E. Introduced in notebooks 02 and 03.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import nn
 
-from .configs import HEADS, ConfigLike, check_choice, check_width, resolve_config, scaled_channels
+from .configs import HEADS, ConfigLike, check_choice, check_width, paper_names, resolve_config, scaled_channels
+from .vgg19 import VGG19
 
-__all__ = ["make_layers", "VGG", "VGG19", "vgg", "scaled_channels", "lrn_krizhevsky", "HEADS", "INITS"]
+__all__ = [
+    "make_layers",
+    "VGG",
+    "VGG19",
+    "vgg",
+    "scaled_channels",
+    "lrn_krizhevsky",
+    "HEADS",
+    "INITS",
+    "paper_names",
+    "paper_layers",
+    "PAPER_TRANSFER",
+    "init_from",
+]
 
 Head = Literal["imagenet", "cifar"]
 Init = Literal["kaiming", "paper", "glorot"]
@@ -238,74 +253,82 @@ def vgg(
     return VGG(features, num_classes, head=head, dropout=dropout, init=init)
 
 
-class VGG19(nn.Module):
-    """VGG-19 (configuration E) written out layer by layer, as a reader would type it.
+# --- the paper's layer names -------------------------------------------------------------------
 
-    Deliberately unrolled (no loops, no config): notebook 02 reads it line by line.
-    The module names and indices match :func:`vgg`\\ ``("E")`` and torchvision's
-    ``vgg19``, so their state dicts load into each other.
+
+_KINDS = {nn.Conv2d: "conv", nn.MaxPool2d: "maxpool", nn.LocalResponseNorm: "lrn"}
+
+
+def paper_layers(model: VGG) -> dict[str, dict[str, str]]:
+    """Paper name -> the module paths of that layer, in order: ``{"conv1_1": {"conv": "features.0",
+    "bn": "features.1", "relu": "features.2"}, ..., "pool5": {"pool": ...}, "fc6": {"linear":
+    "classifier.0", "relu": "classifier.1"}, ..., "fc8": {"linear": "classifier.6"}}``.
+
+    A batch norm or ReLU belongs to the convolution (or linear layer) before it.
     """
+    layers: dict[str, dict[str, str]] = {}
+    modules = list(model.features)
+    last = None
+    for index, (module, name) in enumerate(zip(modules, paper_names(_KINDS.get(type(m), "") for m in modules))):
+        path = f"features.{index}"
+        if name is not None:
+            role = {"conv": "conv", "maxpool": "pool", "lrn": "lrn"}[_KINDS[type(module)]]
+            layers[name], last = {role: path}, name if role == "conv" else None
+        elif last is not None and isinstance(module, (nn.BatchNorm2d, nn.ReLU)):
+            layers[last]["bn" if isinstance(module, nn.BatchNorm2d) else "relu"] = path
+    fc = 5
+    for index, module in enumerate(model.classifier):
+        if isinstance(module, nn.Linear):
+            fc += 1
+            layers[f"fc{fc}"] = {"linear": f"classifier.{index}"}
+        elif isinstance(module, nn.ReLU):
+            layers[f"fc{fc}"]["relu"] = f"classifier.{index}"
+    return layers
 
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            # block 1: 224x224
-            nn.Conv2d(3, 64, kernel_size=3, padding=1),  # conv1_1
-            nn.ReLU(inplace=True),
-            nn.Conv2d(64, 64, kernel_size=3, padding=1),  # conv1_2
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=2, stride=2),  # pool1 -> 112x112
-            # block 2
-            nn.Conv2d(64, 128, kernel_size=3, padding=1),  # conv2_1
-            nn.ReLU(inplace=True),
-            nn.Conv2d(128, 128, kernel_size=3, padding=1),  # conv2_2
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=2, stride=2),  # pool2 -> 56x56
-            # block 3
-            nn.Conv2d(128, 256, kernel_size=3, padding=1),  # conv3_1
-            nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1),  # conv3_2
-            nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1),  # conv3_3
-            nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1),  # conv3_4
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=2, stride=2),  # pool3 -> 28x28
-            # block 4
-            nn.Conv2d(256, 512, kernel_size=3, padding=1),  # conv4_1
-            nn.ReLU(inplace=True),
-            nn.Conv2d(512, 512, kernel_size=3, padding=1),  # conv4_2
-            nn.ReLU(inplace=True),
-            nn.Conv2d(512, 512, kernel_size=3, padding=1),  # conv4_3
-            nn.ReLU(inplace=True),
-            nn.Conv2d(512, 512, kernel_size=3, padding=1),  # conv4_4
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=2, stride=2),  # pool4 -> 14x14
-            # block 5
-            nn.Conv2d(512, 512, kernel_size=3, padding=1),  # conv5_1
-            nn.ReLU(inplace=True),
-            nn.Conv2d(512, 512, kernel_size=3, padding=1),  # conv5_2
-            nn.ReLU(inplace=True),
-            nn.Conv2d(512, 512, kernel_size=3, padding=1),  # conv5_3
-            nn.ReLU(inplace=True),
-            nn.Conv2d(512, 512, kernel_size=3, padding=1),  # conv5_4
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=2, stride=2),  # pool5 -> 7x7
-        )
-        # A no-op at 224x224; lets the network take larger images, as torchvision's does.
-        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-        self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096),  # fc6: 25088 -> 4096, the largest layer
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=0.5),
-            nn.Linear(4096, 4096),  # fc7
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=0.5),
-            nn.Linear(4096, num_classes),  # fc8
-        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        x = self.avgpool(x)
-        x = torch.flatten(x, 1)
-        return self.classifier(x)
+# Section 3.1: "we initialised the first four convolutional layers and the last three fully-connected
+# layers with the layers of net A (the intermediate layers were initialised randomly)".
+PAPER_TRANSFER = ("conv1_1", "conv2_1", "conv3_1", "conv3_2", "fc6", "fc7", "fc8")
+
+
+def _weights(model: VGG) -> dict[str, list[nn.Module]]:
+    """Paper name -> the modules holding that layer's tensors (the conv and its batch norm, or the linear)."""
+    modules = dict(model.named_modules())
+    return {
+        name: [modules[path] for role, path in parts.items() if role in ("conv", "bn", "linear")]
+        for name, parts in paper_layers(model).items()
+        if "conv" in parts or "linear" in parts
+    }
+
+
+@torch.no_grad()
+def init_from(shallow: VGG, deep: VGG, layers: Sequence[str] = PAPER_TRANSFER) -> dict[str, list[str]]:
+    """Copy ``layers`` (default: the paper's seven) from ``shallow`` into ``deep``, in place (notebook 07).
+
+    Every tensor of each named layer (weight, bias, and batch-norm scale, shift and running
+    statistics) is copied; everything else in ``deep`` keeps its initialisation. Returns
+    ``{"copied": [...], "fresh": [...]}`` (layer names of ``deep``). Raises a ValueError, before
+    copying anything, if a layer is missing from either network or its shapes differ.
+    """
+    if not isinstance(shallow, VGG) or not isinstance(deep, VGG):
+        raise TypeError("init_from takes two vggedu VGG models (vggedu.vgg(...)), the trained one first")
+    source, target = _weights(shallow), _weights(deep)
+    problems = []
+    for name in layers:
+        if name not in source or name not in target:
+            problems.append(f"{name} is not in {'the shallow net' if name not in source else 'the deep net'}")
+            continue
+        a = [t.shape for m in source[name] for t in m.state_dict().values()]
+        b = [t.shape for m in target[name] for t in m.state_dict().values()]
+        if a != b:
+            problems.append(f"{name}: shapes {[tuple(s) for s in a]} vs {[tuple(s) for s in b]}")
+    if problems:
+        raise ValueError(
+            "cannot initialise the deep net from the shallow one: " + "; ".join(problems) + ". Both must be "
+            "built with the same width, head, batch norm and number of classes (e.g. vgg('A', ...) and "
+            "vgg('E', ...) with the same keyword arguments)."
+        )
+    for name in layers:
+        for src, dst in zip(source[name], target[name]):
+            dst.load_state_dict(src.state_dict())
+    return {"copied": list(layers), "fresh": [n for n in target if n not in layers]}

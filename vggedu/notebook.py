@@ -15,15 +15,14 @@ Environment variables (all optional):
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .data import CIFAR10Split, download_cifar10, load_cifar10, write_synthetic_cifar10
-from .training import pick_device
+from .data import CIFAR10Split, load_splits, write_synthetic_cifar10
+from .devices import pick_device
 
 __all__ = ["Settings", "settings", "load_data"]
 
@@ -68,12 +67,7 @@ def load_data(
     """Train and test splits as the settings say: synthetic, an existing folder, or a download."""
     if s.data == "synthetic":  # deterministic, so rewritten in place each time; it lives with the runs
         root = write_synthetic_cifar10(s.runs / "synthetic-data", n_train=synthetic_train, n_test=synthetic_test)
-        verify = False
-    else:
-        root, verify = Path(s.data), s.verify
-        if not (root / "cifar-10-batches-py").is_dir() and root.name != "cifar-10-batches-py":
-            download_cifar10(root)
-    train, test = load_cifar10(root, train=True, verify=verify), load_cifar10(root, train=False, verify=verify)
-    if s.data_label:
-        train, test = (dataclasses.replace(split, source=s.data_label) for split in (train, test))
-    return train, test
+        return load_splits(root, verify=False, label=s.data_label)
+    root = Path(s.data)
+    missing = not (root / "cifar-10-batches-py").is_dir() and root.name != "cifar-10-batches-py"
+    return load_splits(root, verify=s.verify, label=s.data_label, download=missing)

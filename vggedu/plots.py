@@ -199,18 +199,38 @@ def plot_table_1(configs: Sequence[str] | None = None, *, num_classes: int = 100
         for row, (label, kind) in enumerate(zip(labels, kinds)):
             y = height - row - 1
             ax.add_patch(
-                Rectangle((0.05, y + 0.08), 0.9, 0.84, facecolor=_LAYER_COLOURS[kind], alpha=0.85,
-                          edgecolor="black", linewidth=2.2 if row in new else 0.4)
+                Rectangle(
+                    (0.05, y + 0.08),
+                    0.9,
+                    0.84,
+                    facecolor=_LAYER_COLOURS[kind],
+                    alpha=0.85,
+                    edgecolor="black",
+                    linewidth=2.2 if row in new else 0.4,
+                )
             )
-            ax.text(0.5, y + 0.5, label, ha="center", va="center", fontsize=7, color="white",
-                    fontweight="bold" if row in new else "normal")
+            ax.text(
+                0.5,
+                y + 0.5,
+                label,
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white",
+                fontweight="bold" if row in new else "normal",
+            )
         ax.set_xlim(0, 1)
         ax.set_ylim(0, height)
         ax.set_axis_off()
         ax.set_title(f"{name}\n{count_weight_layers(name)} weight layers", fontsize=8)
         previous = labels
-    fig.legend(handles=[Patch(color=c, label=k) for k, c in _LAYER_COLOURS.items()], loc="lower center",
-               ncol=len(_LAYER_COLOURS), fontsize=7, frameon=False)
+    fig.legend(
+        handles=[Patch(color=c, label=k) for k, c in _LAYER_COLOURS.items()],
+        loc="lower center",
+        ncol=len(_LAYER_COLOURS),
+        fontsize=7,
+        frameon=False,
+    )
     fig.suptitle("Table 1: ConvNet configurations (input 224x224 RGB image at the top)", fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
@@ -261,8 +281,18 @@ def plot_receptive_fields(layers: int = 3, kernel_size: int = 3):
     centre = side / 2
     for n, (field, colour) in reversed(list(enumerate(zip(fields, colours), start=1))):
         corner = centre - field / 2
-        left.add_patch(Rectangle((corner, corner), field, field, facecolor=colour, alpha=0.55, edgecolor=colour,
-                                 linewidth=1.5, label=f"{n} layer{'s' if n > 1 else ''}: {field}x{field}"))
+        left.add_patch(
+            Rectangle(
+                (corner, corner),
+                field,
+                field,
+                facecolor=colour,
+                alpha=0.55,
+                edgecolor=colour,
+                linewidth=1.5,
+                label=f"{n} layer{'s' if n > 1 else ''}: {field}x{field}",
+            )
+        )
     left.add_patch(Rectangle((centre - 0.5, centre - 0.5), 1, 1, facecolor="black"))
     left.set_xlim(0, side)
     left.set_ylim(0, side)
@@ -301,8 +331,18 @@ def plot_activation_shapes(config: str = "D", *, input_size: int = 224):
 
     rows = [r for r in layer_stats(config, input_size=input_size) if r.kind != "fc"]
     fig, ax = plt.subplots(figsize=(max(6, 0.36 * len(rows)), 3.6))
-    colours = [_LAYER_COLOURS["maxpool" if r.kind == "maxpool" else "lrn" if r.kind == "lrn"
-                else "conv3" if r.kernel_size == 3 else "conv1"] for r in rows]
+    colours = [
+        _LAYER_COLOURS[
+            "maxpool"
+            if r.kind == "maxpool"
+            else "lrn"
+            if r.kind == "lrn"
+            else "conv3"
+            if r.kernel_size == 3
+            else "conv1"
+        ]
+        for r in rows
+    ]
     ax.bar(range(len(rows)), [r.out_channels for r in rows], color=colours)
     ax.set_xticks(range(len(rows)), [r.name for r in rows], rotation=90, fontsize=7)
     ax.set_ylabel("channels (bars)")
@@ -312,10 +352,17 @@ def plot_activation_shapes(config: str = "D", *, input_size: int = 224):
     twin.set_ylabel("map side in pixels (line, log scale)")
     for i, r in enumerate(rows):
         if r.kind == "maxpool":
-            twin.annotate(f"{r.output_size}x{r.output_size}x{r.out_channels}", (i, r.output_size),
-                          textcoords="offset points", xytext=(0, 6), ha="center", fontsize=6)
-    ax.set_title(f"VGG {config_name(config)} at {input_size}x{input_size}: the map shrinks, the channels grow",
-                 fontsize=9)
+            twin.annotate(
+                f"{r.output_size}x{r.output_size}x{r.out_channels}",
+                (i, r.output_size),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=6,
+            )
+    ax.set_title(
+        f"VGG {config_name(config)} at {input_size}x{input_size}: the map shrinks, the channels grow", fontsize=9
+    )
     fig.tight_layout()
     return fig
 

@@ -20,33 +20,15 @@ import time
 from pathlib import Path
 
 from . import distributed as dist
+from .checkpoints import CheckpointError
 from .configs import ConfigError
-from .data import DataError, download_cifar10, load_cifar10
+from .data import DataError, load_splits
+from .devices import pick_device
 from .models import INITS
-from .training import CheckpointError, TrainConfig, TrainingDiverged, pick_device, train
+from .runs import CHECKPOINT_EVERY, train
+from .training import PRESETS, TrainConfig, TrainingDiverged
 
-# Chosen by measurement on the validation split (README, "Benchmarks"; benchmarks/results/cpu_preset/).
-PRESETS: dict[str, dict] = {
-    # The classroom model: VGG-11-BN at a quarter of the width, a 10-minute budget on whatever CPU it runs
-    # on (the trainer times a few steps and plans the one-cycle schedule over the epochs that fit, at most
-    # 60). Chosen on validation accuracy, fp32 on 2 cores, one seed each: A 82.2 % (15 epochs), B 81.4 %
-    # (10), B with batch 512 and lr 0.2 81.6 % (11) (benchmarks/results/cpu_preset/search/).
-    "cpu": dict(
-        model="A",
-        width=0.25,
-        epochs=60,
-        batch_size=256,
-        lr=0.1,
-        schedule="onecycle",
-        label_smoothing=0.1,
-        dropout=0.0,
-        time_budget=600.0,
-    ),
-    # VGG-16-BN at full width, the recipe for a GPU. Not yet run on a GPU.
-    "gpu": dict(
-        model="D", width=1.0, epochs=30, batch_size=512, lr=0.2, schedule="onecycle", label_smoothing=0.1, dropout=0.0
-    ),
-}
+__all__ = ["PRESETS", "main", "build_parser", "parse_duration"]  # PRESETS live in vggedu.training
 
 _HELP = {
     "model": "Table 1 configuration: A, A-LRN, B, C, D, E, or 11/13/16/19, vgg11..vgg19 (default D)",
@@ -121,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         "with --resume and never overwritten",
     )
     data.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    data.add_argument(
+        "--checkpoint-every",
+        type=parse_duration,
+        default=CHECKPOINT_EVERY,
+        help=f"write the checkpoint when this long has passed since the last one (default {CHECKPOINT_EVERY:g} s; "
+        "0: every epoch); the last epoch is always written",
+    )
     data.add_argument("--json", type=Path, help="write final test accuracy, history, wall time and run card here")
     data.add_argument("--preset", choices=sorted(PRESETS), help="cpu: the classroom model; gpu: VGG-16-BN recipe")
     data.add_argument("--mode", default=None, help="label for the run card (default: the preset, or 'custom')")
@@ -144,13 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             types = {"int": int, "float": float, "str": str}
             kind = parse_duration if field.name == "time_budget" else types[str(field.type)]
-            choices = (
-                ("onecycle", "plateau")
-                if field.name == "schedule"
-                else INITS
-                if field.name == "init"
-                else None
-            )
+            choices = ("onecycle", "plateau") if field.name == "schedule" else INITS if field.name == "init" else None
             config.add_argument(flag, type=kind, default=None, choices=choices, help=_HELP[field.name])
     return parser
 
@@ -182,12 +165,9 @@ def _train(args: argparse.Namespace, config: TrainConfig, device) -> int:
     say = print if dist.is_main() else (lambda *a, **k: None)  # one process speaks for all
     try:
         if args.download and dist.is_main():
-            download_cifar10(args.data_root)
+            load_splits(args.data_root, download=True)  # one process downloads; the others wait for it
         dist.barrier()
-        train_split = load_cifar10(args.data_root, train=True, verify=not args.no_verify)
-        test_split = load_cifar10(args.data_root, train=False, verify=not args.no_verify)
-        if args.data_label:
-            train_split = dataclasses.replace(train_split, source=args.data_label)
+        train_split, test_split = load_splits(args.data_root, verify=not args.no_verify, label=args.data_label)
         processes = f" x {dist.world_size()} processes" if dist.world_size() > 1 else ""
         say(
             f"training {config.model} (width {config.width}, batch norm {config.batch_norm}) on "
@@ -212,6 +192,7 @@ def _train(args: argparse.Namespace, config: TrainConfig, device) -> int:
             device=device,
             checkpoint=args.checkpoint,
             resume=args.resume,
+            checkpoint_every=args.checkpoint_every,
             mode=args.mode or args.preset or "custom",
             progress=not args.no_progress,
             test_curve=args.test_curve,

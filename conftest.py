@@ -16,3 +16,25 @@ os.environ.setdefault("VGGEDU_OFFLINE", "1")  # notebook 08 does not try to down
 if "VGGEDU_RUNS" not in os.environ:  # checkpoints and synthetic data of this test session only, removed after it
     os.environ["VGGEDU_RUNS"] = tempfile.mkdtemp(prefix="vggedu-runs-")
     atexit.register(shutil.rmtree, os.environ["VGGEDU_RUNS"], ignore_errors=True)
+
+
+# Slow tests (whole training runs, subprocesses, torchvision's full-size models) are marked
+# @pytest.mark.slow. They run where VGGEDU_SLOW_TESTS=1 (CI sets it: .ci/run) or with --slow;
+# a plain `pytest tests` skips them and stays under 90 s on 2 cores.
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (CI runs them all)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a test of several seconds; runs in CI and with --slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    if config.getoption("--slow") or os.environ.get("VGGEDU_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow or VGGEDU_SLOW_TESTS=1 (CI runs it)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -21,8 +21,13 @@ SMALL = dict(model="A", width=0.125, batch_size=50, lr=0.05, dropout=0.5, val_si
 # A process that writes a first checkpoint, then starts a second write that blocks half way through:
 # the state holds an object whose pickling announces itself (a file) and then sleeps until it is killed.
 _WRITER = """
-import pathlib, sys, time, torch
-from vggedu.checkpoints import save_checkpoint
+import importlib.util, pathlib, sys, time, torch
+
+# vggedu/checkpoints.py alone (it needs only torch): a second less of start-up than the whole package.
+spec = importlib.util.spec_from_file_location("checkpoints", "vggedu/checkpoints.py")
+checkpoints = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(checkpoints)
+save_checkpoint = checkpoints.save_checkpoint
 
 path, mark, how = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3]
 
@@ -60,6 +65,7 @@ def _kill_inside_the_write(tmp_path: Path, how: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_kill_inside_the_write_leaves_the_old_checkpoint(tmp_path):
     path = _kill_inside_the_write(tmp_path, "atomic")
     assert torch.load(path, weights_only=True)["epoch"] == 1
@@ -67,6 +73,7 @@ def test_a_kill_inside_the_write_leaves_the_old_checkpoint(tmp_path):
     assert len(others) == 1 and others.pop().startswith(".run.pt.tmp-")  # the half-written temporary file
 
 
+@pytest.mark.slow
 def test_the_same_kill_destroys_a_checkpoint_written_with_plain_torch_save(tmp_path):
     """The test above can fail: without the temporary file and rename, the kill leaves a broken file."""
     path = _kill_inside_the_write(tmp_path, "plain")
@@ -90,6 +97,7 @@ def _saves(monkeypatch):
     return saved
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every, expected", [(0.0, [1, 2, 3]), (1e9, [3])])
 def test_checkpoints_are_written_at_the_cadence_and_after_the_last_epoch(
     splits, tmp_path, monkeypatch, every, expected
@@ -109,6 +117,7 @@ def test_a_checkpoint_is_due_when_its_time_has_come():
         runs.train(TrainConfig(), None, None, checkpoint_every=-1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["onecycle", "plateau"])
 def test_a_planned_stop_saves_and_the_resume_is_exact(splits, tmp_path, monkeypatch, schedule):
     config = TrainConfig(epochs=3, schedule=schedule, **SMALL)
@@ -125,6 +134,7 @@ def test_a_planned_stop_saves_and_the_resume_is_exact(splits, tmp_path, monkeypa
     assert resumed.test_accuracy == straight.test_accuracy
 
 
+@pytest.mark.slow
 def test_a_resume_onto_other_data_with_the_same_counts_is_refused(splits, tmp_path):
     import dataclasses
 

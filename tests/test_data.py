@@ -178,6 +178,7 @@ def test_confusion_matrix_counts():
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
 
 
+@pytest.mark.slow
 def test_channel_stats_streams_without_copying_the_set():
     """10,000 CIFAR-sized images (30 MB as uint8): a float64 copy of them would be 245 MB."""
     script = (

@@ -213,6 +213,7 @@ def test_scale_is_checked():
     assert TrainConfig(scale_min=36, scale_max=72).scale == (36, 72) and TrainConfig().scale is None
 
 
+@pytest.mark.slow
 def test_a_scale_jittered_run_trains_and_says_so(synthetic_root):
     from vggedu.data import load_cifar10
 

@@ -60,6 +60,7 @@ def test_a_pair_that_cannot_be_matched_is_refused_before_anything_is_copied():
         init_from(a, torch.nn.Linear(2, 2))
 
 
+@pytest.mark.slow
 def test_the_grid_runner_skips_finished_runs(synthetic_root, tmp_path, monkeypatch):
     from vggedu import experiments
 
@@ -120,6 +121,7 @@ def test_a_config_can_start_from_a_trained_net_a(synthetic_root, tmp_path):
         TrainConfig(init_from=None)
 
 
+@pytest.mark.slow
 def test_a_grid_run_stopped_part_way_resumes_from_its_checkpoint_exactly(synthetic_root, tmp_path):
     from vggedu.runs import train
 
@@ -151,6 +153,7 @@ def test_a_grid_run_stopped_part_way_resumes_from_its_checkpoint_exactly(synthet
     assert resumed["val_accuracy"] == whole["val_accuracy"]
 
 
+@pytest.mark.slow
 def test_a_half_trained_net_a_is_refused_and_the_grid_finishes_it(synthetic_root, tmp_path):
     from vggedu.checkpoints import CheckpointError, is_finished, read_state
     from vggedu.runs import train

@@ -62,6 +62,7 @@ def test_hooks_leave_the_model_as_it_was():
     assert not any(m._forward_hooks for m in model.modules())
 
 
+@pytest.mark.slow
 def test_grad_cam_matches_a_finite_difference_reference():
     model = _small("A", seed=1).double()
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
@@ -148,6 +149,7 @@ def saved(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vgg11", "vgg11_bn"])
 def test_torchvision_weights_load_strictly_by_name(name, saved, hub):
     reference, file = saved[name]
@@ -177,6 +179,7 @@ def test_no_network_and_no_file_says_what_to_do(hub):
         load_imagenet_weights("vgg16", path=hub / "missing.pth")
 
 
+@pytest.mark.slow
 def test_weights_of_another_architecture_are_refused(saved, tmp_path, hub):
     file = saved["vgg11"][1]
     with pytest.raises(ValueError, match="not vgg11_bn's"):

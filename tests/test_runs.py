@@ -57,6 +57,7 @@ def _equal(a: dict, b: dict) -> None:
         assert torch.equal(a[name], b[name]), name
 
 
+@pytest.mark.slow
 def test_a_run_computes_exactly_the_algorithm_written_out(splits, tmp_path):
     """Checkpoints, validation, the finite check and the test pass change nothing the run learns."""
     config = TrainConfig(epochs=3, **RECIPE)
@@ -64,6 +65,7 @@ def test_a_run_computes_exactly_the_algorithm_written_out(splits, tmp_path):
     _equal(result.model.state_dict(), _by_hand(config, splits[0]))
 
 
+@pytest.mark.slow
 def test_the_planner_leaves_no_trace_on_the_run(splits, tmp_path):
     """It times real steps on the real model, then restores it: a budgeted run equals an unbudgeted one."""
     budgeted = TrainConfig(epochs=3, time_budget=120.0, **RECIPE)  # 3 small epochs fit: the plan is 3
@@ -72,6 +74,7 @@ def test_the_planner_leaves_no_trace_on_the_run(splits, tmp_path):
     _equal(result.model.state_dict(), _by_hand(TrainConfig(epochs=3, **RECIPE), splits[0]))
 
 
+@pytest.mark.slow
 def test_two_processes_plan_the_same_epochs(synthetic_root, tmp_path):
     """torchrun, two gloo processes, one time budget: every process plans (and trains) the same epochs."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]

@@ -35,6 +35,7 @@ def splits(synthetic_root):
     )
 
 
+@pytest.mark.slow
 def test_training_learns_far_above_chance(splits):
     result = train(TrainConfig(epochs=4, **SMALL), *splits, device="cpu", progress=False)
     assert result.test_accuracy > 0.6 and result.val_accuracy > 0.6, result.history  # chance is 0.1
@@ -63,6 +64,7 @@ def _kill_after(epoch):
     return callback
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["onecycle", "plateau"])
 def test_resume_after_a_kill_ends_with_the_same_weights(splits, tmp_path, schedule):
     config = TrainConfig(epochs=3, schedule=schedule, **{**SMALL, "dropout": 0.5})
@@ -78,12 +80,13 @@ def test_resume_after_a_kill_ends_with_the_same_weights(splits, tmp_path, schedu
     assert resumed.test_accuracy == straight.test_accuracy
 
 
+@pytest.mark.slow
 def test_fp16_with_a_gradient_scaler_learns_and_resumes_exactly(splits, tmp_path, monkeypatch):
     # The path a Colab T4 takes (no native bf16): fp16 autocast and a GradScaler, forced here on the CPU.
     monkeypatch.setattr(steps, "autocast_dtype", lambda device, enabled=True: torch.float16)
-    config = TrainConfig(epochs=2, train_size=500, **SMALL)
+    config = TrainConfig(epochs=2, train_size=300, **SMALL)
     straight = train(config, *splits, device="cpu", progress=False, checkpoint=tmp_path / "a.pt")
-    assert straight.card["precision"] == "float16" and straight.test_accuracy > 0.3, straight.history
+    assert straight.card["precision"] == "float16" and straight.test_accuracy > 0.2, straight.history
     with pytest.raises(Kill):
         train(config, *splits, device="cpu", progress=False, checkpoint=tmp_path / "b.pt", on_epoch_end=_kill_after(1))
     scaler = load_checkpoint(tmp_path / "b.pt")["scaler"]
@@ -105,6 +108,7 @@ def test_cuda_precision_follows_the_compute_capability(monkeypatch, capability, 
     assert autocast_dtype(torch.device("cuda"), False) is None
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_config_is_refused_and_kept(splits, tmp_path):
     path = tmp_path / "run.pt"
     train(TrainConfig(epochs=1, **SMALL), *splits, device="cpu", progress=False, checkpoint=path)
@@ -115,6 +119,7 @@ def test_checkpoint_of_another_config_is_refused_and_kept(splits, tmp_path):
     assert path.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_checkpoint_of_other_data_is_refused_and_kept(splits, tmp_path):
     path = tmp_path / "run.pt"
     train(TrainConfig(epochs=1, **SMALL), *splits, device="cpu", progress=False, checkpoint=path)
@@ -141,6 +146,7 @@ def test_run_names_differ_exactly_when_configs_do():
     assert TrainConfig(**{**SMALL, "model": 11}).model == "A"
 
 
+@pytest.mark.slow
 def test_an_existing_checkpoint_is_never_overwritten_by_a_new_run(splits, tmp_path):
     path = tmp_path / "run.pt"
     train(TrainConfig(epochs=1, **SMALL), *splits, device="cpu", progress=False, checkpoint=path)
@@ -172,6 +178,7 @@ def test_a_failed_write_leaves_the_old_checkpoint(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(splits, tmp_path):
     path = tmp_path / "run.pt"
     config = TrainConfig(epochs=3, **SMALL)
@@ -279,12 +286,14 @@ def test_one_cycle_moves_the_learning_rate_only():
     assert rising.diff().std() < 1e-6 and falling.diff().std() < 1e-6
 
 
+@pytest.mark.slow
 def test_the_run_reports_the_momentum_that_ran(splits):
     result = train(TrainConfig(epochs=2, momentum=0.8, **SMALL), *splits, device="cpu", progress=False)
     assert [row["momentum"] for row in result.history] == [0.8, 0.8]
     assert result.card["momentum"] == "0.8, constant" and result.card["schedule"].startswith("one-cycle")
 
 
+@pytest.mark.slow
 def test_plateau_watches_the_validation_loss(splits, monkeypatch):
     seen = []
     step = torch.optim.lr_scheduler.ReduceLROnPlateau.step
@@ -301,6 +310,7 @@ def test_plateau_watches_the_validation_loss(splits, monkeypatch):
 # --- nothing non-finite is ever saved --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_weights_that_turn_nan_in_an_epochs_last_step_are_never_checkpointed(splits, tmp_path, monkeypatch):
     """The last step of epoch 2 makes the weights NaN: that epoch's mean loss is still finite."""
     config = TrainConfig(epochs=3, **SMALL)
@@ -331,6 +341,7 @@ def test_weights_that_turn_nan_in_an_epochs_last_step_are_never_checkpointed(spl
     )
 
 
+@pytest.mark.slow
 def test_a_non_finite_evaluation_loss_stops_the_run(splits, tmp_path, monkeypatch):
     evaluate = steps.evaluate
     monkeypatch.setattr(steps, "evaluate", lambda *a, **k: {**evaluate(*a, **k), "loss": float("inf")})
@@ -466,6 +477,7 @@ def test_cuda_smoke_one_short_epoch_and_exact_resume(splits, tmp_path, monkeypat
         assert torch.equal(a, b), name
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_with_json(synthetic_root, tmp_path, capsys):
     run = [
         "--data-root",
@@ -489,6 +501,7 @@ def test_cli_end_to_end_with_json(synthetic_root, tmp_path, capsys):
     assert "test_accuracy" not in result["history"][-1]  # measured once, at the end
 
 
+@pytest.mark.slow
 def test_cli_test_curve_is_labelled_as_a_curve(synthetic_root, tmp_path, capsys):
     run = ["--data-root", str(synthetic_root), "--no-verify", "--json", str(tmp_path / "curve.json")]
     flags = "--model A --width 0.125 --batch-size 50 --epochs 2 --val-size 100 --no-progress --test-curve"
@@ -530,6 +543,7 @@ def test_cli_help_explains_every_flag():
 # --- several processes: torchrun + DistributedDataParallel, gloo on the CPU ----------------------
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_does(synthetic_root, tmp_path):
     """torchrun with two gloo processes: same global batch, same losses as one process, a loadable checkpoint."""
     flags = [
@@ -600,6 +614,7 @@ def test_the_plan_counts_every_part_of_an_epoch():
     assert epochs_that_fit(budget=0.3, write_seconds=0.0, **kw)[0] == 0
 
 
+@pytest.mark.slow
 def test_a_time_budget_plans_the_epochs_that_fit_and_a_resume_keeps_the_plan(splits, tmp_path):
     config = TrainConfig(epochs=3, time_budget=120.0, **SMALL)  # 3 epochs of a few seconds fit anywhere
     path = tmp_path / "budget.pt"

@@ -6,6 +6,13 @@
     python -m vggedu.experiments depth --data-root data --width 0.25 --epochs 8 --train-size 15000 \\
         --seeds 0 1 2 --out runs/depth.json
 
+The converged study of notebook 07 (every column and B-5x5, all 45,000 training images, fp32,
+seed by seed; about 3 hours of 2 CPU cores; rerun the same command to continue a stopped grid)::
+
+    python -m vggedu.experiments depth --data-root data --width 0.125 --epochs 15 --train-size 0 \\
+        --seeds 0 1 2 --no-mixed-precision --mode "CPU study, converged (fp32)" \\
+        --out vggedu/results/depth-converged-cpu.json --checkpoints runs/depth-checkpoints
+
 Introduced in notebook 07.
 """
 

@@ -145,19 +145,11 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
+    grid = dict(device=args.device, on_result=report, checkpoints=args.checkpoints, mode=args.mode)
     if args.study == "depth":
         # Seed by seed: a finished seed is every column on the same split and data order, ready to pair.
         configs = [TrainConfig(**dict(base, model=c, seed=s)) for s in args.seeds for c in args.columns]
-        run_grid(
-            configs,
-            train_split,
-            test_split,
-            args.out,
-            device=args.device,
-            on_result=report,
-            checkpoints=args.checkpoints,
-            mode=args.mode,
-        )
+        run_grid(configs, train_split, test_split, args.out, **grid)
         return 0
     # init: plain nets (no batch norm) at the paper's learning rate for them, 0.01; one change per run, the start.
     configs, names = [], {}
@@ -177,18 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             config = TrainConfig(**dict(plain, model="E", **change))
             configs.append(config)
             names[config.run_name()] = name if len(args.seeds) == 1 else f"{name}, seed {seed}"
-    run_grid(
-        configs,
-        train_split,
-        test_split,
-        args.out,
-        device=args.device,
-        on_result=report,
-        label=lambda config: names[config.run_name()],
-        measure_test=False,
-        checkpoints=args.checkpoints,
-        mode=args.mode,
-    )
+    label = lambda config: names[config.run_name()]
+    run_grid(configs, train_split, test_split, args.out, label=label, measure_test=False, **grid)
     return 0
 
 

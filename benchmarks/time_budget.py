@@ -10,8 +10,10 @@ with its validation and checkpoint, the final test pass) is wall-clocked with
 ``time.perf_counter`` and set against the plan it made (``card["time_budget"]``).
 
 Goal: on a quiet machine the run lands within its budget and less than 10 % under it
-(``within_budget`` and ``under_by`` <= 0.10). The planner keeps a 10 % margin for noise, so
-about 10 % under is by design; a run the budget does not bind (``budget_binds`` false: the
+(``within_budget`` and ``under_by`` <= 0.10). The planner keeps a 5 % margin for noise and fills
+the rest to the step (a shorter last epoch), so about 5 % under is by design; a machine that slows
+down during the run is caught by the trainer's guard, which cuts the run short at its budget
+(``plan["cut_at_epoch"]``). A run the budget does not bind (``budget_binds`` false: the
 plan reached ``max_epochs``) ends early and says nothing about the planner.
 """
 
@@ -77,17 +79,19 @@ def run_time_budget(
     plan = result.card["time_budget"]
     budget = config.time_budget
     epoch_seconds = [row["seconds"] for row in result.history]
+    whole = [row["seconds"] for row in result.history if "steps" not in row] or epoch_seconds
     under_by = (budget - wall) / budget
     figures = {
         "budget_seconds": budget,
         "planned_epochs": plan["epochs"],
         "max_epochs": plan["max_epochs"],
-        "budget_binds": plan["epochs"] < plan["max_epochs"],
+        "budget_binds": plan["epochs"] < plan["max_epochs"] or "last_epoch_steps" in plan,
         "planned_epoch_seconds": plan["epoch_seconds_planned"],
+        "last_epoch_steps": plan.get("last_epoch_steps", 0),  # 0: the last epoch was whole
         "epochs_run": len(result.history),
-        "actual_epoch_seconds_mean": round(statistics.mean(epoch_seconds), 2),
+        "actual_epoch_seconds_mean": round(statistics.mean(whole), 2),  # whole epochs only
         "actual_epoch_seconds": [round(s, 2) for s in epoch_seconds],
-        "epoch_seconds_actual_over_planned": round(statistics.mean(epoch_seconds) / plan["epoch_seconds_planned"], 3),
+        "epoch_seconds_actual_over_planned": round(statistics.mean(whole) / plan["epoch_seconds_planned"], 3),
         "train_seconds": round(result.seconds, 2),  # the epochs, their validation included
         "wall_seconds": round(wall, 2),  # the whole train() call
         "other_seconds": round(wall - result.seconds, 2),  # setup, the planner's probe, checkpoints, the test pass

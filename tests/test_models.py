@@ -108,6 +108,16 @@ def test_inits():
     weights = torch.cat([m.weight.flatten() for m in paper.modules() if isinstance(m, (nn.Conv2d, nn.Linear))])
     assert weights.std().item() == pytest.approx(0.1, rel=0.02)  # variance 10^-2 (Section 3.1)
     assert all((m.bias == 0).all() for m in paper.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    small = vgg("A", head="cifar", num_classes=10, width=0.5, init="paper-0.01")
+    weights = torch.cat([m.weight.flatten() for m in small.modules() if isinstance(m, (nn.Conv2d, nn.Linear))])
+    assert weights.std().item() == pytest.approx(0.01, rel=0.02)  # the other reading: standard deviation 10^-2
+    # Glorot two ways, on conv2_1 (32 -> 64 channels, 3x3): PyTorch's 2 / (fan_in + fan_out), Caffe's 1 / fan_in.
+    fan_in, fan_out = 32 * 9, 64 * 9
+    glorot = vgg("A", head="cifar", num_classes=10, width=0.5, init="glorot").features[3].weight
+    caffe = vgg("A", head="cifar", num_classes=10, width=0.5, init="caffe-xavier").features[3].weight
+    assert glorot.var().item() == pytest.approx(2 / (fan_in + fan_out), rel=0.05)
+    assert caffe.var().item() == pytest.approx(1 / fan_in, rel=0.05)
+    assert caffe.abs().max().item() <= (3 / fan_in) ** 0.5  # uniform, bounded by sqrt(3 / fan_in)
 
 
 @pytest.mark.parametrize(

@@ -241,7 +241,7 @@ def test_divergence_from_scratch_says_no_checkpoint_yet(splits):
         ("train_size", -1, "a whole number >= 0"),
         ("val_size", 0.1, "a whole number >= 0"),
         ("plateau_patience", -2, "a whole number >= 0"),
-        ("init", "xavier", "one of 'kaiming', 'paper'"),
+        ("init", "xavier", "one of 'kaiming', 'paper', 'paper-0.01', 'glorot', 'caffe-xavier'"),
         ("dropout", 1.0, r"a number in \[0, 1\)"),
         ("sync_batchnorm", "no", "True or False"),
     ],
@@ -612,6 +612,59 @@ def test_the_plan_counts_every_part_of_an_epoch():
     assert epochs_that_fit(budget=20.0, write_seconds=0.5, **{**kw, "checkpoint_every": 0.0})[0] == 12
     assert epochs_that_fit(budget=20.0, write_seconds=0.0, **{**kw, "max_epochs": 5})[0] == 5
     assert epochs_that_fit(budget=0.3, write_seconds=0.0, **kw)[0] == 0
+
+
+def test_the_budget_is_used_to_the_step_not_to_the_epoch():
+    from vggedu.runs import epochs_that_fit, steps_left_over
+
+    # Epochs of 100 steps at 0.1 s + 1 s of validation + 0.1 s finite check = 11.1 s; the final pass
+    # takes 2 s. 60 s: 5 whole epochs (55.5 s) and 2.5 s left; a short epoch pays 1.1 s of
+    # validation and finite check, so 1.4 s buy 14 more steps.
+    kw = dict(max_epochs=50, steps=100, step_seconds=0.1, eval_images=1000, final_images=2000)
+    kw.update(eval_image_seconds=0.001, finite_seconds=0.1, write_seconds=0.0, checkpoint_every=60.0)
+    assert epochs_that_fit(budget=60.0, **kw)[0] == 5
+    assert steps_left_over(budget=60.0, epochs=5, **kw) == 14
+    # Two 0.4 s checkpoint writes (one after 60 s, one after the last epoch) leave 0.6 s: 6 steps.
+    assert steps_left_over(budget=60.0, epochs=5, **{**kw, "write_seconds": 0.4}) == 6
+    assert steps_left_over(budget=60.0, epochs=5, **{**kw, "max_epochs": 5}) == 0  # no epoch beyond the cap
+    assert steps_left_over(budget=58.6, epochs=5, **kw) == 0  # nothing left after the short epoch's costs
+
+
+def test_the_steps_that_still_fit_before_the_budget_ends():
+    from vggedu.runs import steps_still_fit
+
+    assert steps_still_fit(time_left=30.0, steps=100, step_seconds=0.2, eval_seconds=2.0) == 100
+    assert steps_still_fit(time_left=12.0, steps=100, step_seconds=0.2, eval_seconds=2.0) == 50
+    assert steps_still_fit(time_left=1.5, steps=100, step_seconds=0.2, eval_seconds=2.0) == 0
+
+
+@pytest.mark.slow
+def test_a_run_whose_machine_slows_down_is_cut_short_within_its_budget(splits, monkeypatch):
+    # The plan is made on a machine 20 times faster than the one that runs it (as when a laptop throttles):
+    # the guard cuts the run where its budget ends, and says so.
+    real = runs.epochs_that_fit
+    monkeypatch.setattr(runs, "epochs_that_fit", lambda **kw: real(**{**kw, "step_seconds": kw["step_seconds"] / 20}))
+    config = TrainConfig(epochs=200, time_budget=30.0, **SMALL)
+    import time
+
+    started = time.perf_counter()
+    result = train(config, *splits, device="cpu", progress=False)
+    wall = time.perf_counter() - started
+    plan = result.card["time_budget"]
+    assert wall <= 30.0, f"{wall:.1f} s for a 30 s budget"
+    assert plan["cut_at_epoch"] == len(result.history) == plan["epochs"] < 200
+    assert result.test_accuracy is not None  # the test set is still measured once, at the end
+
+
+def test_a_short_last_epoch_trains_its_steps_and_the_cycle_ends_on_it(splits):
+    config = TrainConfig(epochs=9, **SMALL)  # 900 training images in batches of 50: 18 steps an epoch
+    run = steps.setup_run(config, *splits, device="cpu")
+    steps._apply_plan(run, {"seconds": 60.0, "epochs": 2, "max_epochs": 9, "last_epoch_steps": 5})
+    assert [run.steps_in(e) for e in range(2)] == [18, 5]
+    assert run.scheduler.total_steps == 23
+    rows = [steps.run_epoch(run, epoch) for epoch in range(2)]
+    assert run.scheduler.last_epoch == 23  # stepped exactly to its end (OneCycleLR refuses a step past it)
+    assert "steps" not in rows[0] and rows[1]["steps"] == 5
 
 
 @pytest.mark.slow

@@ -5,9 +5,9 @@ The notebooks in ``notebooks/`` teach; this package carries the plumbing:
 ``vgg19`` (the explicit VGG-19), ``analysis`` (receptive field, parameter and FLOP arithmetic),
 ``data`` (CIFAR-10), ``training`` (config, step, evaluation), ``runs`` (a whole run, its time
 budget), ``devices``, ``checkpoints``, ``distributed``, ``experiments`` (grids of runs),
-``stats`` (the tests behind every verdict), ``evaluation`` (dense, multi-crop, multi-scale, fusion),
-``inspection`` (activations, Grad-CAM, ImageNet weights), ``plots``, and the shipped
-classroom model (``load_classroom_model``).
+``stats`` (the tests behind every verdict), ``studies`` (the stored studies, read),
+``evaluation`` (dense, multi-crop, multi-scale, fusion), ``inspection`` (activations, Grad-CAM,
+ImageNet weights), ``plots``, and the shipped classroom model (``load_classroom_model``).
 """
 
 __version__ = "0.1.0"  # before the imports: vggedu.runs reads it into every run card

@@ -33,8 +33,8 @@ __all__ = [
 ]
 
 Head = Literal["imagenet", "cifar"]
-Init = Literal["kaiming", "paper", "glorot"]
-INITS: tuple[str, ...] = ("kaiming", "paper", "glorot")
+Init = Literal["kaiming", "paper", "paper-0.01", "glorot", "caffe-xavier"]
+INITS: tuple[str, ...] = ("kaiming", "paper", "paper-0.01", "glorot", "caffe-xavier")
 
 # Krizhevsky et al. (2012), Section 3.3: b = a / (k + alpha * sum_{n neighbours} a^2)^beta
 # with k=2, n=5, alpha=1e-4, beta=0.75. PyTorch divides alpha by n inside the sum,
@@ -195,18 +195,26 @@ def initialize(model: nn.Module, init: Init = "kaiming") -> nn.Module:
     ``"kaiming"``: He et al. (2015) normal init for convolutions (fan-out, ReLU gain), as
     the classic CIFAR-10 VGG recipe and torchvision do, and for the hidden linear layers (fan-in), so a
     narrow CIFAR head passes a signal from the first step; N(0, 0.01^2) for the last layer.
-    ``"paper"``: Section 3.1, "weights sampled from a normal distribution with zero mean
-    and 10^-2 variance" (standard deviation 0.1), biases zero. (Caffe models of the time
-    used standard deviation 0.01; the paper's text says variance.) ``"glorot"``: Glorot &
-    Bengio (2010), uniform with variance 2 / (fan_in + fan_out), which the paper found made its
-    initialisation from net A unnecessary (Section 3.1), biases zero. Batch norm starts at
-    weight 1, bias 0 in all three.
+    ``"paper"``: Section 3.1, "weights sampled from a normal distribution with the zero mean
+    and 10^-2 variance" read as written: standard deviation 0.1, biases zero. ``"paper-0.01"``:
+    the same sentence read as standard deviation 0.01, the value Caffe model definitions of the
+    time used (e.g. AlexNet's). ``"glorot"``: Glorot & Bengio (2010) as PyTorch's
+    ``xavier_uniform_``, uniform with variance 2 / (fan_in + fan_out). ``"caffe-xavier"``: Caffe's
+    ``xavier`` filler with its defaults, uniform with variance 1 / fan_in (fan_in = input channels
+    x kernel area). The paper (Section 3.1) says the initialisation of Glorot & Bengio made its
+    start from net A unnecessary; biases zero in both. Batch norm starts at weight 1, bias 0 in all.
     """
     check_choice("init", init, INITS)
     last_linear = next((m for m in reversed(list(model.modules())) if isinstance(m, nn.Linear)), None)
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and init == "glorot":
-            nn.init.xavier_uniform_(m.weight)
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and init in ("glorot", "caffe-xavier", "paper-0.01"):
+            if init == "glorot":
+                nn.init.xavier_uniform_(m.weight)
+            elif init == "caffe-xavier":
+                bound = math.sqrt(3.0 / (m.weight[0].numel()))  # fan_in; uniform(-b, b) has variance b^2 / 3
+                nn.init.uniform_(m.weight, -bound, bound)
+            else:
+                nn.init.normal_(m.weight, 0.0, 0.01)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Conv2d):

@@ -41,6 +41,8 @@ __all__ = [
     "CHECKPOINT_EVERY",
     "plan_epochs",
     "epochs_that_fit",
+    "steps_left_over",
+    "steps_still_fit",
     "train",
     # the steps, where notebooks import them from (they live in vggedu.steps)
     "EVAL_BATCH",
@@ -101,34 +103,65 @@ def epochs_that_fit(
     return epochs, epoch_seconds
 
 
+def steps_left_over(
+    *,
+    budget: float,
+    epochs: int,
+    max_epochs: int,
+    steps: int,
+    step_seconds: float,
+    eval_images: float,
+    final_images: float,
+    eval_image_seconds: float,
+    finite_seconds: float,
+    write_seconds: float,
+    checkpoint_every: float,
+) -> int:
+    """Training steps of one more, shorter epoch that still fit after ``epochs`` whole ones (0: none).
+
+    The budget is used to the step, not to the epoch: on a slow machine one epoch can be a tenth of
+    the budget or more, and a plan in whole epochs would leave that much unused. The short epoch
+    pays its validation, finite check and checkpoint write like any other.
+    """
+    if epochs >= max_epochs:
+        return 0
+    epoch_seconds = steps * step_seconds + eval_images * eval_image_seconds + finite_seconds
+    used = epochs * epoch_seconds + final_images * eval_image_seconds
+    used += _checkpoints_written(epochs + 1, epoch_seconds, checkpoint_every) * write_seconds
+    spare = budget - used - eval_images * eval_image_seconds - finite_seconds
+    extra = math.floor(spare / step_seconds + 1e-9) if spare > 0 else 0
+    return min(extra, steps - 1) if epochs * steps + extra >= 2 else 0
+
+
 def plan_epochs(
     run: Run,
     started: float,
     *,
     checkpoint: Path | None = None,
     checkpoint_every: float = CHECKPOINT_EVERY,
-    probe_steps: int = 6,
-    margin: float = 0.9,
+    probe_steps: int = 10,
+    margin: float = 0.95,
 ) -> dict:
     """Fit the run into ``config.time_budget`` seconds: time the real work, then plan the epochs.
 
     Timed where the run will run, on what it will run: the training step of ``run.model`` itself
     (the DistributedDataParallel wrapper with its gradient all-reduce, if there is one) for
-    ``probe_steps`` steps after two untimed warm-up steps; an evaluation batch of the real size
+    ``probe_steps`` steps after three untimed warm-up steps; an evaluation batch of the real size
     after an untimed one (the first pays cuDNN's autotuning); :func:`check_finite`; and, with a
     ``checkpoint``, one checkpoint write. The weights, batch-norm statistics, optimiser and scaler
     are then put back exactly as they were, so the run is the one its config describes (bit for
     bit on the CPU), over the planned number of epochs. The plan leaves room for the time already
-    spent since ``started``, the final test pass, and ``margin`` for noise (on a shared 2-core
-    machine single epochs vary by 10-25 %). Every process plans from the same (averaged) timings.
-    The plan is stored in the run card (``time_budget``) and in every checkpoint, so a resumed
-    run keeps it. Returns the plan.
+    spent since ``started``, the final test pass, and ``margin`` for noise (single epochs vary by
+    about 6 % either way on a quiet 2-core machine; over a run that averages out), and fills the
+    rest to the step: a last epoch cut short (``last_epoch_steps``) when a whole one does not fit.
+    Every process plans from the same (averaged) timings. The plan is stored in the run card
+    (``time_budget``) and in every checkpoint, so a resumed run keeps it. Returns the plan.
     """
     config, loader = run.config, run.train_loader
     saved = copy.deepcopy(
         (run.net.state_dict(), run.optimizer.state_dict(), run.scaler.state_dict() if run.scaler else None)
     )
-    steps = min(probe_steps, max(len(loader) - 2, 1))
+    steps = min(probe_steps, max(len(loader) - 3, 1))
 
     def step(n: int) -> None:
         train_one_epoch(
@@ -140,7 +173,7 @@ def plan_epochs(
             label_smoothing=config.label_smoothing,
         )
 
-    step(2)  # warm-up: first calls allocate, and cuDNN tunes its kernels
+    step(3)  # warm-up: first calls allocate, and cuDNN tunes its kernels
     step_seconds = _timed(lambda: step(steps), run.device) / steps
     eval_loader = run.val_loader or run.test_loader
     batch = [next(iter(eval_loader))]
@@ -170,7 +203,7 @@ def plan_epochs(
         dist.all_reduce_sum(timings) / dist.world_size()
     ).tolist()
     share = 1 / dist.world_size()
-    epochs, epoch_seconds = epochs_that_fit(
+    timed = dict(
         budget=margin * config.time_budget - elapsed,
         max_epochs=config.epochs,
         steps=len(loader),
@@ -182,7 +215,9 @@ def plan_epochs(
         write_seconds=write_seconds,
         checkpoint_every=checkpoint_every,
     )
-    if epochs < 1 or epochs * len(loader) < 2:
+    epochs, epoch_seconds = epochs_that_fit(**timed)
+    last_steps = steps_left_over(epochs=epochs, **timed)
+    if epochs * len(loader) + last_steps < 2:
         raise ValueError(
             f"a time budget of {config.time_budget:g} s does not fit one epoch here: an epoch takes about "
             f"{epoch_seconds:.0f} s on {run.card['device']} (batch {config.batch_size}, width {config.width}). "
@@ -195,9 +230,52 @@ def plan_epochs(
         "images_per_second": round(config.batch_size / step_seconds, 1),
         "epoch_seconds_planned": round(epoch_seconds, 2),
         "checkpoint_seconds": round(write_seconds, 3),
+        "eval_seconds": round(timed["eval_images"] * eval_image_seconds + finite_seconds, 3),
+        "final_seconds": round(timed["final_images"] * eval_image_seconds, 3),
     }
+    if last_steps:  # one more epoch, cut short: it trains on the first last_steps batches of its order
+        plan.update(epochs=epochs + 1, last_epoch_steps=last_steps)
     _apply_plan(run, plan)
     return plan
+
+
+def steps_still_fit(*, time_left: float, steps: int, step_seconds: float, eval_seconds: float) -> int:
+    """Training steps of the next epoch that fit in ``time_left`` seconds with its validation: ``steps`` if all do."""
+    if time_left <= eval_seconds:
+        return 0
+    return min(steps, math.floor((time_left - eval_seconds) / step_seconds))
+
+
+def _keep_to_budget(run: Run, epoch: int, started: float, budget: float) -> None:
+    """Cut the run short where a machine that slowed down since the plan would take it past its budget.
+
+    Before each epoch of a budgeted run: the seconds left (budget, less what has passed, the final
+    test pass and a checkpoint write) against this epoch's cost at the speed of the epochs so far.
+    If it does not fit, this epoch becomes the last, with the steps that fit (none: the run ends
+    here), and the plan says so (``cut_at_epoch``); the learning-rate schedule then stops before its
+    end. Every process decides from the same (averaged) numbers.
+    """
+    plan = run.card["time_budget"]
+    whole = [row["seconds"] for row in run.history if "steps" not in row]
+    if not whole or epoch >= run.epochs:
+        return
+    steps = len(run.train_loader)
+    speed = max(whole[-3:]) / plan["epoch_seconds_planned"]  # the slowest of the last three: err on the safe side
+    eval_seconds = plan["eval_seconds"] * speed
+    step_seconds = max(plan["epoch_seconds_planned"] * speed - eval_seconds, 1e-9) / steps
+    left = budget - (time.perf_counter() - started) - plan["final_seconds"] * speed - plan["checkpoint_seconds"]
+    numbers = torch.tensor([left, step_seconds, eval_seconds], device=run.device)
+    left, step_seconds, eval_seconds = (dist.all_reduce_sum(numbers) / dist.world_size()).tolist()
+    planned = run.steps_in(epoch)
+    fit = steps_still_fit(time_left=left, steps=planned, step_seconds=step_seconds, eval_seconds=eval_seconds)
+    if fit >= planned:
+        return
+    if fit < 1:  # not one more step fits: the run ends with the epochs it has
+        run.epochs = epoch
+    else:
+        run.epochs, run.last_epoch_steps = epoch + 1, fit
+        plan["last_epoch_steps"] = fit
+    plan.update(epochs=run.epochs, cut_at_epoch=epoch + 1)
 
 
 def _due(elapsed: float, every: float, device: torch.device) -> bool:
@@ -250,6 +328,7 @@ def train(
         run.saved_epoch = run.start_epoch
     elif config.time_budget:
         plan_epochs(run, started, checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+    guard = bool(config.time_budget) and not existing  # a resumed run cannot know the time of its earlier sessions
     stop = run.epochs if until_epoch is None else min(run.epochs, until_epoch)
     bar = None
     if progress and dist.is_main():
@@ -259,8 +338,15 @@ def train(
     last_save = time.perf_counter()
     try:
         for epoch in range(run.start_epoch, stop):
+            if guard:
+                _keep_to_budget(run, epoch, started, config.time_budget)
+                stop = min(stop, run.epochs)
+                if epoch >= stop:  # the run ends here: its last epoch is the final one, on disk too
+                    if checkpoint is not None and run.saved_epoch < len(run.history):
+                        save_run(run, checkpoint)
+                    break
             if bar is not None:
-                bar.reset(total=len(run.train_loader))
+                bar.reset(total=run.steps_in(epoch))
                 bar.set_description(f"epoch {epoch + 1}/{run.epochs}")
             row = run_epoch(run, epoch, test_curve=test_curve, progress=bar)
             check_finite(run, row, checkpoint)

@@ -8,6 +8,7 @@ measurement on the test set). :func:`vggedu.runs.train` calls them in order. Int
 
 from __future__ import annotations
 
+import itertools
 import math
 import platform
 import time
@@ -82,6 +83,26 @@ class Run:
     history: list[dict] = field(default_factory=list)
     start_epoch: int = 0
     saved_epoch: int = 0  # the epoch of the checkpoint on disk (0: none written yet)
+    last_epoch_steps: int = 0  # a time budget's shorter last epoch (0: the last epoch is whole)
+
+    def steps_in(self, epoch: int) -> int:
+        """Training steps of ``epoch`` (from 0): every batch, or fewer in a budget's shorter last epoch."""
+        if self.last_epoch_steps and epoch == self.epochs - 1:
+            return self.last_epoch_steps
+        return len(self.train_loader)
+
+
+class _FirstBatches:
+    """The first ``n`` batches of a loader, with a length (the progress bar and the step counter read it)."""
+
+    def __init__(self, loader, n: int):
+        self.loader, self.n = loader, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), self.n)
 
 
 def run_card(
@@ -225,9 +246,11 @@ def run_epoch(run: Run, epoch: int, *, test_curve: bool = False, progress=None) 
     run.train_loader.set_epoch(epoch)
     row = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"]}
     row["momentum"] = run.optimizer.param_groups[0]["momentum"]
+    steps = run.steps_in(epoch)
+    batches = run.train_loader if steps == len(run.train_loader) else _FirstBatches(run.train_loader, steps)
     fit = train_one_epoch(
         run.model,
-        run.train_loader,
+        batches,
         run.optimizer,
         scheduler=run.scheduler if config.schedule == "onecycle" else None,
         scaler=run.scaler,
@@ -236,6 +259,8 @@ def run_epoch(run: Run, epoch: int, *, test_curve: bool = False, progress=None) 
         progress=progress,
     )
     row.update(train_loss=fit["loss"], train_accuracy=fit["accuracy"])
+    if steps < len(run.train_loader):
+        row["steps"] = steps
     dist.broadcast_buffers(run.net)  # every process evaluates with the same batch-norm statistics
     if run.val_loader is not None:
         val = evaluate(run.net, run.val_loader, amp_dtype=run.amp_dtype)
@@ -301,9 +326,11 @@ def save_run(run: Run, checkpoint: Path) -> None:
 
 def _apply_plan(run: Run, plan: dict) -> None:
     run.epochs = plan["epochs"]
+    run.last_epoch_steps = plan.get("last_epoch_steps", 0)
     run.card["time_budget"] = plan
-    if run.config.schedule == "onecycle":  # the cycle spans the planned epochs, ending at a low learning rate
-        run.scheduler = make_scheduler(run.optimizer, run.config, len(run.train_loader), epochs=run.epochs)
+    if run.config.schedule == "onecycle":  # the cycle spans the planned steps, ending at a low learning rate
+        steps = sum(run.steps_in(epoch) for epoch in range(run.epochs))
+        run.scheduler = make_scheduler(run.optimizer, run.config, len(run.train_loader), total_steps=steps)
 
 
 def finish_run(run: Run, *, measure_test: bool = True) -> TrainResult:

@@ -236,19 +236,25 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int, epochs: int | None = None
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    steps_per_epoch: int,
+    epochs: int | None = None,
+    *,
+    total_steps: int | None = None,
 ):
     """ReduceLROnPlateau (stepped once per epoch with the validation loss) or OneCycleLR (every batch).
 
     One-cycle moves the learning rate only: lr / 10 rising linearly to ``lr`` over the first
     quarter of the steps, then falling linearly to lr / 1000. Momentum stays at
     ``config.momentum`` (OneCycleLR would cycle it 0.95 -> 0.85 -> 0.95 unless told not to).
-    ``epochs`` (default ``config.epochs``) is the length of the cycle, e.g. what a time budget allows.
+    ``epochs`` (default ``config.epochs``) is the length of the cycle, e.g. what a time budget allows;
+    ``total_steps`` sets it to the step (a budget's shorter last epoch).
     """
     if config.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=config.plateau_patience)
     epochs = epochs or config.epochs
-    total_steps = epochs * steps_per_epoch
+    total_steps = total_steps or epochs * steps_per_epoch
     if total_steps < 2:
         raise ValueError(
             f"the one-cycle schedule needs at least 2 steps, got {total_steps} "

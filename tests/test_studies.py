@@ -1,0 +1,76 @@
+"""The stored studies, read (vggedu.studies): summaries and claims, by hand and on the shipped files."""
+
+import math
+
+import pytest
+
+from vggedu.studies import DEPTH_CLAIMS, column_summary, judge_claim, load_study, runs_by_column
+
+
+def _run(model, seed, val, train_curve):
+    history = [{"epoch": i + 1, "train_accuracy": t, "val_accuracy": val} for i, t in enumerate(train_curve)]
+    config = {"model": model, "seed": seed, "width": 0.125, "batch_norm": True}
+    return {"config": config, "val_accuracy": val, "history": history}
+
+
+def _study(rows):
+    return {f"{m}-{s}": _run(m, s, v, t) for m, s, v, t in rows}
+
+
+def test_a_column_summary_by_hand():
+    study = _study(
+        [
+            ("A", 0, 0.70, [0.50, 0.60, 0.64, 0.66, 0.69]),
+            ("A", 1, 0.72, [0.50, 0.61, 0.65, 0.68, 0.71]),
+            ("E", 0, 0.75, [0.40, 0.70, 0.74, 0.75, 0.75]),
+        ]
+    )
+    study["E-diverged"] = {"config": {"model": "E", "seed": 1}, "val_accuracy": None, "history": []}
+    a, e = column_summary(study, last=3)
+    assert (a["column"], a["seeds"], e["seeds"]) == ("A", [0, 1], [0])  # the diverged run is left out
+    assert a["val"] == pytest.approx(71.0) and a["val sd"] == pytest.approx(math.sqrt(2))
+    assert a["train"] == pytest.approx(70.0) and a["gap"] == pytest.approx(-1.0)
+    # rising over the last 3 epochs: (69 - 60) / 3 = 3 and (71 - 61) / 3 = 3.33 points an epoch
+    assert a["rising"] == pytest.approx((3 + 10 / 3) / 2)
+    assert e["rising"] == pytest.approx((75 - 70) / 3) and e["val sd"] == 0.0
+    assert a["weight layers"] == 11 and e["weight layers"] == 19 and e["params"] > a["params"]
+
+
+def test_a_claim_is_paired_by_seed_and_its_verdict_turns_with_the_sign():
+    study = _study(
+        [("A", s, 0.70 + 0.01 * s, [0.7]) for s in range(3)]
+        + [("B", s, 0.72 + 0.01 * s + 0.001 * s, [0.7]) for s in range(3)]
+    )
+    study["B-only"] = _run("B", 7, 0.99, [0.9])  # a seed A lacks: not paired, not used
+    claim = judge_claim(study, "A", "B", "greater")
+    assert claim["seeds"] == [0, 1, 2] and claim["differences"] == pytest.approx([2.0, 2.1, 2.2])
+    assert claim["verdict"] == "supports the paper" and claim["low"] > 0
+    assert claim["line"].startswith("supports the paper: +2.1 points")
+    assert judge_claim(study, "B", "A", "greater")["verdict"] == "contradicts the paper"
+    assert judge_claim(study, "A", "B", "equal", margin=1.0)["verdict"] == "contradicts the paper"
+    assert judge_claim(study, "A", "B", "equal", margin=5.0)["verdict"] == "supports the paper"
+    one = judge_claim(_study([("A", 0, 0.7, [0.7]), ("B", 0, 0.8, [0.8])]), "A", "B", "greater")
+    assert one["verdict"] == "not resolved at this size" and math.isnan(one["low"])
+    with pytest.raises(KeyError, match="no finished run of C"):
+        judge_claim(study, "A", "C", "greater")
+
+
+def test_a_missing_study_says_what_to_give():
+    with pytest.raises(FileNotFoundError, match="python -m vggedu.experiments"):
+        load_study("no-such-study")
+
+
+def test_the_shipped_converged_study_is_one_recipe_with_curves():
+    study = load_study("depth-converged-cpu")
+    columns = runs_by_column(study)
+    assert set(columns) == {"A", "A-LRN", "B", "C", "D", "E", "B-5x5"}
+    recipe = {k: v for k, v in next(iter(study.values()))["config"].items() if k not in ("model", "seed")}
+    for run in study.values():
+        assert {k: v for k, v in run["config"].items() if k not in ("model", "seed")} == recipe
+        assert len(run["history"]) == recipe["epochs"] == 15 and recipe["train_size"] == 0
+        assert all({"train_accuracy", "val_accuracy"} <= set(row) for row in run["history"])
+        assert run["card"]["mode"] == "CPU study, converged (fp32)" and run["card"]["precision"] == "float32"
+    rows = {r["column"]: r for r in column_summary(study)}
+    for column, runs in columns.items():  # the notebook's table is the runs' own numbers
+        assert rows[column]["val"] == pytest.approx(100 * sum(r["val_accuracy"] for r in runs.values()) / len(runs))
+    assert [claim[0] for claim in DEPTH_CLAIMS] == ["A", "A", "B", "C", "D", "A", "B-5x5"]

@@ -80,6 +80,7 @@ def test_exercises_have_one_form_and_every_solution_checks_itself(path):
         solution = block[i + 1]
         assert solution["cell_type"] == "code" and "solution" in solution["metadata"].get("tags", []), k
         assert solution["metadata"].get("jupyter", {}).get("source_hidden"), f"solution {k} must be collapsed"
+        assert solution["metadata"].get("cellView") == "form", f"solution {k} must be hidden in Colab too"
         assert _source(solution).startswith(f"# Solution {k}."), k
         assert "assert" in _source(solution), f"solution {k} must check its answer with an assert"
     assert levels == sorted(levels), "exercises rise in difficulty"

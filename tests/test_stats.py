@@ -256,6 +256,22 @@ def test_verdicts_are_symmetric(margin):
 @pytest.mark.parametrize(
     ("low", "high", "words"),
     [
+        (-0.4, 0.3, SUPPORTS),  # any gain is below the 0.5 margin
+        (-3.0, -1.0, SUPPORTS),  # clearly worse: still "does not improve"
+        (-0.2, 0.6, UNRESOLVED),  # a gain of 0.5 or more is not ruled out
+        (0.6, 1.0, CONTRADICTS),  # a gain larger than the margin
+        (0.2, 0.5, UNRESOLVED),  # touching the margin is not below it
+    ],
+)
+def test_a_no_gain_claim_is_tested_one_sided(low, high, words):
+    assert verdict(low, high, expected="not greater", margin=0.5) == words
+    with pytest.raises(ValueError, match="needs margin > 0"):
+        verdict(low, high, expected="not greater")
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "words"),
+    [
         (-0.4, 0.3, SUPPORTS),  # inside ±0.5: level
         (-0.6, 0.3, UNRESOLVED),  # reaches past the margin
         (-0.6, 0.6, UNRESOLVED),
@@ -280,7 +296,7 @@ def test_verdict_margin_for_a_direction():
     ("low", "high", "kwargs", "words"),
     [
         (0.5, 0.1, {}, "lower end first"),
-        (0.0, 0.1, {"expected": "bigger"}, "'greater', 'less' or 'equal'"),
+        (0.0, 0.1, {"expected": "bigger"}, "'greater', 'less', 'equal' or 'not greater'"),
         (0.0, 0.1, {"expected": "equal"}, "margin > 0"),
         (0.0, 0.1, {"margin": -0.1}, "margin"),
         (float("nan"), 0.1, {}, "finite"),

@@ -187,6 +187,10 @@ def verdict(low: float, high: float, *, expected: str = "greater", margin: float
     * ``"equal"`` (no difference, e.g. E vs D): an equivalence test within ``margin > 0``. Supports if
       the whole interval is inside ``(-margin, margin)``, contradicts if it is wholly outside (``low >
       margin`` or ``high < -margin``), else not resolved.
+    * ``"not greater"`` (B is no better than A, e.g. "LRN does not improve on A"): a non-superiority
+      test within ``margin > 0``. Supports if ``high < margin`` (any gain is smaller than the
+      margin), contradicts if ``low > margin`` (B is better by more than it), else not resolved. A B
+      that is clearly *worse* supports it: the claim is only that B does not help.
 
     For the directional claims ``margin`` (default 0) is the smallest difference worth calling, on
     either side. Flipping the interval's sign turns "supports" into "contradicts" and back, so a
@@ -208,7 +212,11 @@ def verdict(low: float, high: float, *, expected: str = "greater", margin: float
         if -margin < low and high < margin:
             return SUPPORTS
         return CONTRADICTS if low > margin or high < -margin else UNRESOLVED
-    raise ValueError(f"expected must be 'greater', 'less' or 'equal'; got {expected!r}")
+    if expected == "not greater":
+        if margin == 0:
+            raise ValueError("expected='not greater' needs margin > 0: the smallest gain that would count as one")
+        return SUPPORTS if high < margin else CONTRADICTS if low > margin else UNRESOLVED
+    raise ValueError(f"expected must be 'greater', 'less', 'equal' or 'not greater'; got {expected!r}")
 
 
 def judge(
@@ -235,6 +243,8 @@ def judge(
     words = verdict(low, high, expected=expected, margin=margin)
     if expected == "equal":
         words += f" (level within ±{margin * scale:.1f} {unit})"
+    elif expected == "not greater":
+        words += f" (no gain of {margin * scale:.1f} {unit} or more)"
     interval = f"[{low * scale:+.1f}, {high * scale:+.1f}]"
     if estimate is None:
         return f"{words}: {interval} {unit}"

@@ -76,9 +76,9 @@ def column_summary(study: dict[str, dict], *, last: int = 3) -> list[dict]:
 
     ``val``: mean final validation accuracy (``val sd``: its standard deviation over seeds, 0 for one
     seed); ``train``: mean training accuracy of the last epoch (measured while training: averaged
-    over the epoch as the weights improve, on augmented images, batch norm in training mode); ``gap``: train - val; ``rising``: how much
-    training accuracy still rose per epoch over the ``last`` epochs (points per epoch, mean over
-    seeds): near 0 when training has levelled off.
+    over the epoch as the weights improve, on augmented images, batch norm in training mode);
+    ``gap``: train - val; ``rising``: how much training accuracy still rose per epoch over the
+    ``last`` epochs (points per epoch, mean over seeds): near 0 when training has levelled off.
     """
     rows = []
     for column, runs in runs_by_column(study).items():

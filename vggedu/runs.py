@@ -277,7 +277,7 @@ def _keep_to_budget(run: Run, epoch: int, started: float, budget: float) -> None
     else:
         run.epochs, run.last_epoch_steps = epoch + 1, fit
         plan["last_epoch_steps"] = fit
-    plan.update(epochs=run.epochs, cut_at_epoch=epoch + 1)
+    plan.update(epochs=run.epochs, cut_at_epoch=run.epochs)  # the last epoch now: the one cut short, or the last run
 
 
 def _due(elapsed: float, every: float, device: torch.device) -> bool:

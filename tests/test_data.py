@@ -195,6 +195,25 @@ def test_channel_stats_streams_without_copying_the_set():
     assert int(result.stdout) < 32, f"peak memory grew by {result.stdout.strip()} MB"
 
 
+def test_the_official_checksums_are_torchvisions():
+    import torchvision
+
+    from vggedu.data import META_FILE, TEST_FILES, TRAIN_FILES
+
+    tv = torchvision.datasets.CIFAR10
+    assert [list(f) for f in TRAIN_FILES] == tv.train_list and [list(f) for f in TEST_FILES] == tv.test_list
+    assert META_FILE == (tv.meta["filename"], tv.meta["md5"])
+
+
+def test_importing_vggedu_does_not_import_torchvision():
+    """torchvision costs about 2 s of every kernel start and subprocess; only the download and the
+    classic loader need it, and they import it themselves."""
+    script = "import sys, vggedu, vggedu.notebook, vggedu.runs, vggedu.plots\nprint('torchvision' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
 def test_channel_stats_in_chunks_equal_one_pass():
     images = torch.randint(0, 256, (1000, 3, 5, 5), dtype=torch.uint8)
     chunked, whole = channel_stats(images, chunk=7), channel_stats(images, chunk=1000)

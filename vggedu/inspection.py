@@ -234,9 +234,10 @@ def load_imagenet_weights(name: str, *, path: str | Path | None = None, download
     state = read_state(
         file, what="PyTorch state dict", fix="delete it and download again, or pass the right file with path=..."
     )
-    model = vgg(column, batch_norm=batch_norm, num_classes=1000)
+    with torch.device("meta"):  # shapes only: drawing 138 M random weights to overwrite them takes seconds
+        model = vgg(column, batch_norm=batch_norm, num_classes=1000)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)  # strict: no tensor is left on the meta device
     except RuntimeError as error:
         first = str(error).splitlines()
         detail = "; ".join(line.strip() for line in first[1:4])

@@ -14,7 +14,7 @@ root, out = sys.argv[1], Path(sys.argv[2])
 device = dist.setup(pick_device("cpu"))
 try:
     config = TrainConfig(
-        model="A", width=0.125, batch_size=50, epochs=40, train_size=200, val_size=100, time_budget=3.0
+        model="A", width=0.125, batch_size=50, epochs=40, train_size=200, val_size=100, time_budget=6.0
     )
     result = train(config, *load_splits(root, verify=False), device=device, progress=False, measure_test=False)
     plan = result.card["time_budget"]

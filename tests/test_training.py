@@ -244,6 +244,8 @@ def test_divergence_from_scratch_says_no_checkpoint_yet(splits):
         ("init", "xavier", "one of 'kaiming', 'paper', 'paper-0.01', 'glorot', 'caffe-xavier'"),
         ("dropout", 1.0, r"a number in \[0, 1\)"),
         ("sync_batchnorm", "no", "True or False"),
+        ("split_seed", -1, "None"),
+        ("split_seed", 1.0, "None"),
     ],
 )
 def test_every_config_field_is_checked_where_it_is_set(field, value, valid):
@@ -703,6 +705,26 @@ def test_changes_between_configs_are_listed_field_by_field():
     b = dataclasses.replace(a, schedule="plateau", label_smoothing=0.1)
     assert b.changes_from(a) == {"schedule": ("onecycle", "plateau"), "label_smoothing": (0.0, 0.1)}
     assert a.changes_from(a) == {}
+
+
+def test_a_split_seed_shares_one_split_between_initialisations_and_keeps_the_old_names(splits):
+    from vggedu.studies import load_study
+    from vggedu.training import build_model, split_validation
+
+    # Two initialisation seeds on one split_seed: the same held-out images, different weights.
+    a, b = TrainConfig(**SMALL, seed=0, split_seed=7), TrainConfig(**SMALL, seed=1, split_seed=7)
+    (_, val_a), (_, val_b) = split_validation(splits[0], a), split_validation(splits[0], b)
+    assert torch.equal(val_a.labels, val_b.labels) and torch.equal(val_a.images, val_b.images)
+    _, val_seed_1 = split_validation(splits[0], TrainConfig(**SMALL, seed=1))
+    assert not torch.equal(val_a.images, val_seed_1.images)  # without it, the seed moves the split
+    first = lambda config: next(build_model(config).parameters())
+    assert not torch.equal(first(a), first(b))
+    assert b.changes_from(TrainConfig(**SMALL, seed=1)) == {"split_seed": (None, 7)}
+    assert a.run_name() != TrainConfig(**SMALL, seed=0).run_name()
+    # While None it is left out of the config's dict: every run stored before it still has its name.
+    study = load_study("depth-converged-cpu")
+    assert all(TrainConfig(**r["config"]).run_name() == key for key, r in study.items())
+    assert all(TrainConfig(**r["config"]).to_dict() == r["config"] for r in study.values())
 
 
 def test_equal_configs_have_equal_names_whatever_the_number_type():

@@ -76,8 +76,8 @@ def load_checkpoint(path: str | Path, config=None, *, data: dict | None = None) 
             f"{path} is not a vggedu training checkpoint (no config or model state); it is left untouched"
         )
     if config is not None:
-        saved = {**type(config)().to_dict(), **state["config"]}
-        differ = {k: (saved.get(k), v) for k, v in config.to_dict().items() if saved.get(k) != v}
+        saved, now = {**type(config)().to_dict(), **state["config"]}, config.to_dict()
+        differ = {k: (saved.get(k), now.get(k)) for k in {**saved, **now} if saved.get(k) != now.get(k)}
         if differ:
             detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
             raise CheckpointError(

@@ -110,6 +110,7 @@ _CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     "init_from": (lambda v: isinstance(v, str), "a path to a finished checkpoint of a shallower column, or ''"),
     "scale_min": (lambda v: _is_whole(v) and (v == 0 or v >= 32), "0 (the padded crop) or a side >= 32 pixels"),
     "scale_max": (lambda v: _is_whole(v) and (v == 0 or v >= 32), "0 (the padded crop) or a side >= 32 pixels"),
+    "split_seed": (lambda v: v is None or (_is_whole(v) and v >= 0), "None (the seed decides) or a whole number >= 0"),
 }
 
 
@@ -153,6 +154,9 @@ class TrainConfig:
     # then a random 32x32 crop and flip; scale_min == scale_max is a fixed training scale S (notebook 06).
     scale_min: int = 0
     scale_max: int = 0
+    # The validation split's own seed (None: ``seed`` decides it): two initialisations on the same held-out images
+    # (notebook 06 fuses them). Left out of to_dict and run_name while None, so older runs keep their names.
+    split_seed: int | None = None
 
     def __post_init__(self) -> None:
         # The Table 1 letter, whatever alias was given (16, "vgg16"), so equal runs compare equal;
@@ -176,14 +180,22 @@ class TrainConfig:
         return (self.scale_min, self.scale_max) if self.scale_min else None
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        fields = dataclasses.asdict(self)
+        if fields["split_seed"] is None:  # the seed decides the split, as before split_seed existed
+            del fields["split_seed"]
+        return fields
+
+    @property
+    def validation_seed(self) -> int:
+        """The seed of the validation split: ``split_seed``, or ``seed`` when that is None."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def changes_from(self, other: TrainConfig) -> dict[str, tuple[object, object]]:
         """The fields in which this config differs from ``other``: ``{name: (other's, this one's)}``.
 
         An ablation changes one field per rung (notebook 05 asserts it with this).
         """
-        theirs, ours = other.to_dict(), self.to_dict()
+        theirs, ours = dataclasses.asdict(other), dataclasses.asdict(self)
         return {name: (theirs[name], ours[name]) for name in ours if theirs[name] != ours[name]}
 
     def run_name(self) -> str:
@@ -276,8 +288,9 @@ def make_scheduler(
 def split_validation(train_split: CIFAR10Split, config: TrainConfig) -> tuple[CIFAR10Split, CIFAR10Split | None]:
     """The images to train on and the held-out validation images (None when ``val_size`` is 0).
 
-    The validation part is drawn first, stratified and fixed by ``config.seed``, from the
-    whole training set; ``train_size`` then keeps the first N of the rest.
+    The validation part is drawn first, stratified and fixed by ``config.validation_seed`` (the
+    ``split_seed``, else the ``seed``), from the whole training set; ``train_size`` then keeps the
+    first N of the rest.
     """
     if config.val_size >= len(train_split):
         raise ValueError(
@@ -285,7 +298,7 @@ def split_validation(train_split: CIFAR10Split, config: TrainConfig) -> tuple[CI
             "hold out fewer (e.g. a tenth), or val_size=0 to train on all of them"
         )
     if config.val_size:
-        fit_index, val_index = stratified_split(train_split.labels, config.val_size, seed=config.seed)
+        fit_index, val_index = stratified_split(train_split.labels, config.val_size, seed=config.validation_seed)
         fit, val = train_split.take(fit_index), train_split.take(val_index)
     else:
         fit, val = train_split, None

@@ -1,10 +1,20 @@
 """The stored studies, read (vggedu.studies): summaries and claims, by hand and on the shipped files."""
 
+import json
 import math
 
+import numpy as np
 import pytest
 
-from vggedu.studies import DEPTH_CLAIMS, column_summary, judge_claim, load_study, runs_by_column
+from vggedu.studies import (
+    DEPTH_CLAIMS,
+    column_summary,
+    judge_claim,
+    load_study,
+    pack_correct,
+    runs_by_column,
+    unpack_correct,
+)
 
 
 def _run(model, seed, val, train_curve):
@@ -74,3 +84,14 @@ def test_the_shipped_converged_study_is_one_recipe_with_curves():
     for column, runs in columns.items():  # the notebook's table is the runs' own numbers
         assert rows[column]["val"] == pytest.approx(100 * sum(r["val_accuracy"] for r in runs.values()) / len(runs))
     assert [claim[0] for claim in DEPTH_CLAIMS] == ["A", "A", "B", "C", "D", "A", "B-5x5"]
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 5000])
+def test_per_image_correctness_survives_the_file(n):
+    correct = np.random.default_rng(n).random(n) < 0.7
+    packed = pack_correct(correct)
+    again = unpack_correct(json.loads(json.dumps(packed)))
+    assert again.dtype == bool and np.array_equal(again, correct)
+    assert len(packed["bits"]) == 4 * math.ceil(math.ceil(n / 8) / 3)  # one bit an image, base64: 836 for 5,000
+    with pytest.raises(ValueError, match="not the"):
+        unpack_correct({**packed, "images": n + 8})

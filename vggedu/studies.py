@@ -8,23 +8,38 @@ file into the notebook's tables, so a test can check the notebook against the sa
   training accuracy, the train - validation gap, how fast training accuracy was still rising);
 * :func:`judge_claim`: one of the paper's Section 4.1 claims (:data:`DEPTH_CLAIMS`), as a
   difference paired by seed with a t-interval (:func:`vggedu.stats.seed_paired_interval`) and a
-  symmetric verdict (:func:`vggedu.stats.verdict`).
+  symmetric verdict (:func:`vggedu.stats.verdict`);
+* :func:`pack_correct` / :func:`unpack_correct`: which images a scheme got right, kept in a study
+  file as text (one bit an image: 5,000 images in 836 characters), so a paired test over images
+  (:func:`vggedu.stats.mcnemar`) can be recomputed from the file alone.
 
 Accuracies are fractions in the files and percentage points here. Introduced in notebook 07.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import statistics
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from .analysis import count_macs, count_parameters
 from .configs import count_weight_layers
 from .stats import judge, seed_paired_interval, verdict
 
-__all__ = ["DEPTH_CLAIMS", "LEVEL_MARGIN", "load_study", "runs_by_column", "column_summary", "judge_claim"]
+__all__ = [
+    "DEPTH_CLAIMS",
+    "LEVEL_MARGIN",
+    "load_study",
+    "runs_by_column",
+    "column_summary",
+    "judge_claim",
+    "pack_correct",
+    "unpack_correct",
+]
 
 # The smallest gain that counts as one, for the claims that something does not help: 0.5 points, just below the
 # smallest step Table 3 reads as a gain (B to C, 28.7 -> 28.1 % top-1 error: 0.6 points).
@@ -151,3 +166,18 @@ def judge_claim(study: dict[str, dict], a: str, b: str, expected: str, *, margin
         "line": line,
         "note": interval["note"],
     }
+
+
+def pack_correct(correct) -> dict:
+    """Per-image correctness (booleans, in the images' order) as ``{"images": n, "bits": base64 text}``."""
+    flags = np.asarray(correct).astype(bool).ravel()
+    return {"images": int(flags.size), "bits": base64.b64encode(np.packbits(flags).tobytes()).decode("ascii")}
+
+
+def unpack_correct(packed: dict) -> np.ndarray:
+    """The booleans :func:`pack_correct` stored, one per image."""
+    n = packed["images"]
+    flags = np.unpackbits(np.frombuffer(base64.b64decode(packed["bits"]), dtype=np.uint8))
+    if flags.size < n or flags.size - n >= 8:
+        raise ValueError(f"the stored bits hold {flags.size} flags, not the {n} images the entry says")
+    return flags[:n].astype(bool)

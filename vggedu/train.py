@@ -58,6 +58,8 @@ _HELP = {
     "scale_min": "scale jittering: rescale each training image to a random side of at least this many pixels "
     "before the 32x32 crop (default 0: the 4-pixel padded crop)",
     "scale_max": "scale jittering: the largest side (equal to --scale-min: a fixed training scale)",
+    "split_seed": "the validation split's own seed (default: --seed decides it): runs that differ in --seed only "
+    "then share one split",
 }
 
 
@@ -131,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         if field.type in ("bool", bool):
             config.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=_HELP[field.name])
         else:
-            types = {"int": int, "float": float, "str": str}
+            types = {"int": int, "float": float, "str": str, "int | None": int}
             kind = parse_duration if field.name == "time_budget" else types[str(field.type)]
             choices = ("onecycle", "plateau") if field.name == "schedule" else INITS if field.name == "init" else None
             config.add_argument(flag, type=kind, default=None, choices=choices, help=_HELP[field.name])

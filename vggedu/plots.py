@@ -356,9 +356,10 @@ def plot_activation_shapes(config: str = "D", *, input_size: int = 224):
                 f"{r.output_size}x{r.output_size}x{r.out_channels}",
                 (i, r.output_size),
                 textcoords="offset points",
-                xytext=(0, 6),
+                xytext=(0, 7),
                 ha="center",
-                fontsize=6,
+                fontsize=8,
+                bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.85),  # over bars
             )
     ax.set_title(
         f"VGG {config_name(config)} at {input_size}x{input_size}: the map shrinks, the channels grow", fontsize=9

@@ -119,6 +119,14 @@ def test_a_config_can_start_from_a_trained_net_a(synthetic_root, tmp_path):
     assert torch.equal(deep.features[2].weight, plain.features[2].weight)  # conv1_2: E's own, fresh
     with pytest.raises(ValueError, match="TrainConfig.init_from must be"):
         TrainConfig(init_from=None)
+    # The same network (column, width, batch norm): every weight is copied, a fine-tuning start (notebook 06);
+    # the fine-tuning run may change the recipe (here the learning rate and the training scale).
+    same = build_model(
+        TrainConfig(model="A", init_from=str(checkpoint), **dict(small, lr=0.001, scale_min=36, scale_max=48))
+    )
+    assert all(torch.equal(same.state_dict()[k], v) for k, v in a.items())
+    fresh = build_model(TrainConfig(model="A", **small))
+    assert not torch.equal(fresh.features[3].weight, a["features.3.weight"])  # training changed conv2_1
 
 
 @pytest.mark.slow

@@ -61,6 +61,17 @@ class FullyConvolutionalVGG(nn.Module):
         window = self.classifier[0].kernel_size[0]
         return max(size // self.stride - window + 1, 0)
 
+    def dropped_pixels(self, size: int) -> int:
+        """Input pixels per side (the last rows and columns) that no position of the score map stands for.
+
+        Every 2x2 pooling floors an odd side, dropping its last row and column, so of a side ``size``
+        only the first ``stride * (size // stride)`` pixels fall in the pooling grid: ``size % stride``
+        pixels are left over (Q = 48: 16, the last third). They still reach the scores through the
+        receptive fields of the rows kept, but the map's windows sit off-centre, towards the top left.
+        Sizes that are multiples of the stride (32) drop nothing.
+        """
+        return size % self.stride
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected images of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")

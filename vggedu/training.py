@@ -107,7 +107,10 @@ _CHECKS: dict[str, tuple[Callable[[object], bool], str]] = {
     "dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1), e.g. 0.5"),
     "sync_batchnorm": (lambda v: isinstance(v, bool), "True or False"),
     "time_budget": (lambda v: _is_number(v) and v >= 0, "a number of seconds >= 0 (0: no budget)"),
-    "init_from": (lambda v: isinstance(v, str), "a path to a finished checkpoint of a shallower column, or ''"),
+    "init_from": (
+        lambda v: isinstance(v, str),
+        "a finished checkpoint's path (a shallower column or the same net), or ''",
+    ),
     "scale_min": (lambda v: _is_whole(v) and (v == 0 or v >= 32), "0 (the padded crop) or a side >= 32 pixels"),
     "scale_max": (lambda v: _is_whole(v) and (v == 0 or v >= 32), "0 (the padded crop) or a side >= 32 pixels"),
     "split_seed": (lambda v: v is None or (_is_whole(v) and v >= 0), "None (the seed decides) or a whole number >= 0"),
@@ -146,8 +149,9 @@ class TrainConfig:
     # Seconds for the whole run (0: none). With a budget, `epochs` is the most the run may use: the trainer
     # times a few steps first, then plans the schedule over the epochs that fit (see plan_epochs).
     time_budget: float = 0.0
-    # Section 3.1's start for deep nets: a finished checkpoint of a shallower column (net A) whose first four
-    # convolutions and three FC layers are copied in (vggedu.experiments.init_from); "" starts from `init` alone.
+    # A start from a finished checkpoint. A shallower column (net A): its first four convolutions and three FC
+    # layers are copied in, Section 3.1's start for deep nets (vggedu.models.init_from); the same network: all of
+    # it, fine-tuned (the paper's multi-scale training, notebook 06). "" starts from `init` alone.
     init_from: str = ""
     # Augmentation. 0, 0: the classic 4-pixel padded random crop and flip. Otherwise the paper's scale jittering
     # (Section 3.1) at CIFAR-10's size: each image rescaled to a random side in scale_min .. scale_max pixels,
@@ -215,8 +219,11 @@ class TrainingDiverged(RuntimeError):
 def build_model(config: TrainConfig, num_classes: int = 10) -> VGG:
     """The CIFAR-head VGG a config describes (seeded, so the same config gives the same weights).
 
-    With ``config.init_from``, the paper's layers are then copied from that checkpoint's trained
-    network (:func:`vggedu.models.init_from`, notebook 07); the checkpoint must be of a finished run.
+    With ``config.init_from`` (the checkpoint of a finished run), the start comes from that run's
+    trained network: from a shallower column, the paper's layers are copied
+    (:func:`vggedu.models.init_from`, notebook 07); from the same network (same column, width and
+    batch norm), every weight is, and the run fine-tunes it, as the paper trained its multi-scale
+    models from a single-scale one (Section 3.1, notebook 06).
     """
     torch.manual_seed(config.seed)
     net = vgg(
@@ -236,7 +243,11 @@ def build_model(config: TrainConfig, num_classes: int = 10) -> VGG:
                 "started deep nets from a trained net A. Finish it first (train(..., resume=True), or "
                 "python -m vggedu.train ... --resume), then start from it."
             )
-        shallow = build_model(TrainConfig(**{**TrainConfig().to_dict(), **state["config"]}), num_classes)
+        source = TrainConfig(**{**TrainConfig().to_dict(), **state["config"]})
+        if (source.model, source.width, source.batch_norm) == (config.model, config.width, config.batch_norm):
+            net.load_state_dict(state["model"])  # the same network: fine-tune all of it
+            return net
+        shallow = build_model(source, num_classes)
         shallow.load_state_dict(state["model"])
         init_from(shallow, net)
     return net

@@ -74,6 +74,9 @@ def test_the_shipped_converged_study_is_one_recipe_with_curves():
     study = load_study("depth-converged-cpu")
     columns = runs_by_column(study)
     assert set(columns) == {"A", "A-LRN", "B", "C", "D", "E", "B-5x5"}
+    # the grid is complete: every column at the same three seeds, so every claim pairs three differences
+    assert {column: sorted(runs) for column, runs in columns.items()} == {c: [0, 1, 2] for c in columns}
+    assert len(study) == 21 and not any(run.get("diverged") for run in study.values())
     recipe = {k: v for k, v in next(iter(study.values()))["config"].items() if k not in ("model", "seed")}
     for run in study.values():
         assert {k: v for k, v in run["config"].items() if k not in ("model", "seed")} == recipe

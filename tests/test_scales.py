@@ -81,6 +81,13 @@ def test_every_scheme_is_scored_and_the_combination_is_the_mean(synthetic_root):
     )
     # at Q = 32 the centre crop is the whole image: the same as dense at one scale
     torch.testing.assert_close(probs["centre crop"], probs["dense, one scale"], rtol=1e-4, atol=1e-5)
+    # asked for one scheme, only its passes run, and it is the same numbers
+    for name in SCHEMES:
+        alone, again = score_schemes(model, loader, single=32, schemes=[name])
+        assert list(alone) == [name] and torch.equal(again, labels)
+        torch.testing.assert_close(alone[name], probs[name])
+    with pytest.raises(ValueError, match="schemes must name"):
+        score_schemes(model, loader, single=32, schemes=["dense"])
     # at Q = 64 they differ: the centre crop sees the middle quarter of the image
     at_64, _ = score_schemes(model, loader, single=64)
     assert not torch.allclose(at_64["centre crop"], at_64["dense, one scale"], atol=1e-4)

@@ -116,11 +116,50 @@ def study_configs(
     return first, second
 
 
+def _one_batch(model, fcn, x, wanted: Sequence[str], *, single: int, sizes: Sequence[int], grid: int) -> dict:
+    """The ``wanted`` schemes on one batch; each dense pass and crop set is computed once, and only if needed."""
+    crop, done = fcn.train_size, {}
+
+    def once(key, compute):
+        if key not in done:
+            done[key] = compute()
+        return done[key]
+
+    def dense(q):
+        return once(("dense", q), lambda: dense_probabilities(fcn, resize(x, q)))
+
+    def crops(q, g=None):
+        g = (grid if q > crop else 1) if g is None else g
+        return once(("crops", q, g), lambda: multi_crop_probabilities(model, x, [q], crop=crop, grid=g))
+
+    def multi_dense():
+        return once("multi dense", lambda: torch.stack([dense(q) for q in sizes]).mean(0))
+
+    def multi_crop():
+        return once("multi crop", lambda: torch.stack([crops(q) for q in sizes]).mean(0))
+
+    make = {
+        "centre crop": lambda: crops(single, 1),
+        "dense, one scale": lambda: dense(single),
+        "dense, multi-scale": multi_dense,
+        "multi-crop, multi-scale": multi_crop,
+        "multi-crop & dense": lambda: fuse([multi_dense(), multi_crop()]),
+    }
+    return {name: make[name]() for name in wanted}
+
+
 @torch.no_grad()
 def score_schemes(
-    model: torch.nn.Module, loader, *, single: int, sizes: Sequence[int] = TEST_SIZES, grid: int = 3
+    model: torch.nn.Module,
+    loader,
+    *,
+    single: int,
+    sizes: Sequence[int] = TEST_SIZES,
+    grid: int = 3,
+    schemes: Sequence[str] = SCHEMES,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Every scheme of :data:`SCHEMES` for one model over ``loader``: ``({scheme: probabilities}, labels)``.
+    """The ``schemes`` (default: all of :data:`SCHEMES`) for one model over ``loader``:
+    ``({scheme: probabilities}, labels)``. Only the passes those schemes need are run.
 
     Each averages the image and its mirror image, as the paper did. *centre crop*: the image at
     ``single``, its central 32x32 crop, through the original network; *dense, one scale*: the whole
@@ -129,25 +168,16 @@ def score_schemes(
     ``grid`` grid of 32x32 crops (one crop where the size is 32), each size weighted equally as the
     paper's 50 crops per scale were; *multi-crop & dense*: the mean of the two multi-scale schemes.
     """
+    unknown = [name for name in schemes if name not in SCHEMES]
+    if unknown or not schemes:
+        raise ValueError(f"schemes must name some of {', '.join(SCHEMES)}; got {list(schemes)}")
     model = model.eval()
     fcn = fully_convolutional(model).eval()
-    crop = fcn.train_size
-    out: dict[str, list[torch.Tensor]] = {name: [] for name in SCHEMES}
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in schemes}
     all_labels = []
     for x, labels in loader:
-        dense = {q: dense_probabilities(fcn, resize(x, q)) for q in sorted({*sizes, single})}
-        crops = {q: multi_crop_probabilities(model, x, [q], crop=crop, grid=grid if q > crop else 1) for q in sizes}
-        multi_dense = torch.stack([dense[q] for q in sizes]).mean(0)
-        multi_crop = torch.stack(list(crops.values())).mean(0)
-        centre = crops[single] if single == crop else multi_crop_probabilities(model, x, [single], crop=crop, grid=1)
-        batch = {
-            "centre crop": centre,
-            "dense, one scale": dense[single],
-            "dense, multi-scale": multi_dense,
-            "multi-crop, multi-scale": multi_crop,
-            "multi-crop & dense": fuse([multi_dense, multi_crop]),
-        }
-        for name in SCHEMES:
+        batch = _one_batch(model, fcn, x, schemes, single=single, sizes=sizes, grid=grid)
+        for name in schemes:
             out[name].append(batch[name].float().cpu())
         all_labels.append(labels.cpu())
     return {name: torch.cat(parts) for name, parts in out.items()}, torch.cat(all_labels)
@@ -255,7 +285,9 @@ def run_study(
         chosen = max(SCHEMES, key=lambda s: scores["val"][label][s]["accuracy"])  # first of equals: the cheaper
         scores["chosen"][label] = chosen
         # The test set, once, for the final model with the scheme chosen on validation.
-        test_probs, test_labels = score_schemes(model, test_loader, single=single[name], sizes=sizes, grid=grid)
+        test_probs, test_labels = score_schemes(
+            model, test_loader, single=single[name], sizes=sizes, grid=grid, schemes=[chosen]
+        )
         scores["test"][label] = _correct(test_probs[chosen], test_labels)
         held[label] = dict(
             val=val_probs[chosen], test=test_probs[chosen], val_labels=val_labels, test_labels=test_labels

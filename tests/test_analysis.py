@@ -121,3 +121,49 @@ def test_flops_equal_pytorchs_flop_counter(name):
     with FlopCounterMode(display=False) as counter:
         model(x)
     assert counter.get_total_flops() == count_flops(name)
+
+
+def _measured_macs(module, x):
+    """Multiply-accumulates of every convolution in ``module`` on ``x``, counted with forward hooks."""
+    total = []
+
+    def count(conv, inputs, output):
+        total.append(output.numel() * conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1])
+
+    handles = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        module(x)
+    for h in handles:
+        h.remove()
+    return sum(total)
+
+
+@pytest.mark.parametrize(
+    "config, size, kwargs",
+    [
+        ("A", 256, {}),
+        ("A", 288, {"width": 0.25}),
+        ("A", 64, {"head": "cifar", "num_classes": 10, "width": 0.25}),
+        ("E", 96, {"head": "cifar", "num_classes": 10, "width": 0.125}),
+    ],
+)
+def test_dense_macs_match_the_converted_network(config, size, kwargs):
+    from vggedu.analysis import count_dense_macs
+    from vggedu.evaluation import fully_convolutional
+
+    model_kwargs = {k: v for k, v in kwargs.items()}
+    fcn = fully_convolutional(vgg(config, **model_kwargs).eval())
+    assert count_dense_macs(config, size, **kwargs) == _measured_macs(fcn, torch.zeros(1, 3, size, size))
+
+
+def test_dense_macs_at_the_training_size_are_one_pass_and_grow_with_the_map():
+    from vggedu.analysis import count_dense_macs
+
+    assert count_dense_macs("D", 224) == count_macs("D")
+    cifar = {"head": "cifar", "num_classes": 10, "width": 0.25}
+    assert count_dense_macs("A", 32, **cifar) == count_macs("A", input_size=32, **cifar)
+    fc = sum(r.macs for r in layer_stats("D") if r.kind == "fc")
+    conv = sum(r.macs for r in layer_stats("D", input_size=384) if r.kind != "fc")
+    assert count_dense_macs("D", 384) == conv + 36 * fc  # pool5 12x12, the 7x7 window fits 6x6 times
+    with pytest.raises(ValueError, match="smaller than one window"):
+        count_dense_macs("D", 200)

@@ -196,3 +196,28 @@ def test_a_failed_start_keeps_its_whole_message(synthetic_root, tmp_path, monkey
     results = run_grid([TrainConfig(model="A", width=0.125)], None, None, tmp_path / "g.json")
     (result,) = results.values()
     assert result["diverged"] == message and result["val_accuracy"] is None
+
+
+def test_the_ladder_changes_what_each_rung_says_and_ends_at_the_classroom_recipe():
+    import dataclasses
+
+    from vggedu.experiments import LADDER, LADDER_EPOCHS, ladder_configs
+    from vggedu.training import PRESETS, TrainConfig
+
+    classroom = TrainConfig(**dict(PRESETS["cpu"], time_budget=0.0, epochs=LADDER_EPOCHS, mixed_precision=False))
+    configs = ladder_configs(classroom, seeds=(0, 1))
+    assert len(configs) == 2 * len(LADDER) and list(configs)[0] == "rung 0: the paper's recipe, seed 0"
+    for seed in (0, 1):
+        rungs = [configs[f"rung {k}: {name}, seed {seed}"] for k, (name, _, _) in enumerate(LADDER)]
+        paper = rungs[0]
+        assert (paper.batch_norm, paper.lr, paper.schedule, paper.dropout, paper.label_smoothing) == (
+            False,
+            0.01,
+            "plateau",
+            0.5,
+            0.0,
+        )
+        for (_, _, change), before, after in zip(LADDER[1:], rungs, rungs[1:]):
+            assert set(after.changes_from(before)) == set(change)  # the fields the rung names, and no others
+        assert rungs[-1] == dataclasses.replace(classroom, seed=seed)  # the top rung is the classroom recipe
+    assert [len(change) for _, _, change in LADDER[1:]] == [2, 1, 1, 1, 1]  # only "+ batch norm" changes two

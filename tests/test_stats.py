@@ -319,3 +319,24 @@ def test_judge_writes_one_line():
         judge(-1.2, 0.4, expected="less", estimate=-0.4, unit="%", scale=1)
         == "not resolved at this size: -0.4 % [-1.2, +0.4]"
     )
+
+
+def test_judge_over_images_gives_a_verdict_per_seed_and_one_for_all():
+    from vggedu.stats import judge_over_images
+
+    better = [_vectors(400, 5, 40, 55), _vectors(400, 6, 38, 56)]
+    result = judge_over_images(better, n_resamples=500)
+    assert [row["verdict"] for row in result["per_seed"]] == ["supports the paper"] * 2
+    assert result["verdict"] == "supports the paper" and result["line"].startswith("supports the paper: per seed +")
+    assert math.isclose(result["mean"], ((40 - 5) / 500 + (38 - 6) / 500) / 2)
+    # swapped, the same evidence contradicts the paper; "less" mirrors "greater"
+    swapped = [(b, a) for a, b in better]
+    assert judge_over_images(swapped, n_resamples=500)["verdict"] == "contradicts the paper"
+    assert judge_over_images(swapped, expected="less", n_resamples=500)["verdict"] == "supports the paper"
+    # one seed level: the seeds do not agree, so nothing is decided
+    mixed = [better[0], _vectors(400, 20, 20, 60)]
+    result = judge_over_images(mixed, n_resamples=500)
+    assert [row["verdict"] for row in result["per_seed"]] == ["supports the paper", "not resolved at this size"]
+    assert result["verdict"] == "not resolved at this size"
+    with pytest.raises(ValueError, match="'greater' or 'less'"):
+        judge_over_images(better, expected="equal")

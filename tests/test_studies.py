@@ -98,3 +98,53 @@ def test_per_image_correctness_survives_the_file(n):
     assert len(packed["bits"]) == 4 * math.ceil(math.ceil(n / 8) / 3)  # one bit an image, base64: 836 for 5,000
     with pytest.raises(ValueError, match="not the"):
         unpack_correct({**packed, "images": n + 8})
+
+
+def _scores():
+    """A scores file as vggedu.scales writes it, by hand: two settings, three seeds, 100 validation images."""
+    rng = np.random.default_rng(0)
+    val, chosen = {}, {}
+    for setting, base in (("fixed S=36", 0.60), ("jittered S=[36,72]", 0.65)):
+        for s in (0, 1, 2):
+            one = rng.random(100) < base + 0.01 * s
+            multi = one | (rng.random(100) < 0.3)  # multi-scale right wherever one scale is, and more
+            val[f"{setting}, seed {s}"] = {
+                "dense, one scale": pack_correct(one) | {"accuracy": one.mean()},
+                "dense, multi-scale": pack_correct(multi) | {"accuracy": multi.mean()},
+            }
+            chosen[f"{setting}, seed {s}"] = "dense, multi-scale"
+    fused = {f"fixed S=36, seeds {a}+{b}": pack_correct(np.ones(100, bool)) for a, b in ((0, 1), (0, 2), (1, 2))}
+    return {"protocol": {"seeds": [0, 1, 2]}, "val": val, "chosen": chosen, "fusion": {"val": fused}}
+
+
+def test_scale_claims_read_the_scores_file():
+    from vggedu.studies import judge_fusion, judge_schemes, judge_training, scheme_correct
+
+    scores = _scores()
+    multi = judge_schemes(scores, "fixed S=36", "dense, one scale", "dense, multi-scale")
+    assert multi["verdict"] == "supports the paper" and len(multi["per_seed"]) == 3
+    for s, row in zip((0, 1, 2), multi["per_seed"]):
+        one = scheme_correct(scores, f"fixed S=36, seed {s}", "dense, one scale")
+        assert (
+            row["a_only"] == 0
+            and row["b_only"]
+            == (~one).sum() - (~unpack_correct(scores["val"][f"fixed S=36, seed {s}"]["dense, multi-scale"])).sum()
+        )
+    assert judge_schemes(scores, "fixed S=36", "dense, multi-scale", "dense, one scale")["verdict"] == (
+        "contradicts the paper"
+    )
+    fusion = judge_fusion(scores, "fixed S=36")
+    assert fusion["pairs"] == ["fixed S=36, seeds 0+1", "fixed S=36, seeds 0+2", "fixed S=36, seeds 1+2"]
+    assert fusion["verdict"] == "supports the paper"  # every image right after fusion
+    training = judge_training(scores, "fixed S=36", "jittered S=[36,72]")
+    by_hand = [
+        100
+        * (
+            scores["val"][f"jittered S=[36,72], seed {s}"]["dense, one scale"]["accuracy"]
+            - scores["val"][f"fixed S=36, seed {s}"]["dense, one scale"]["accuracy"]
+        )
+        for s in (0, 1, 2)
+    ]
+    assert np.allclose(training["differences"], by_hand) and training["line"].startswith(training["verdict"])
+    with pytest.raises(KeyError, match="no scores for"):
+        scheme_correct(scores, "fixed S=36, seed 7", "dense, one scale")

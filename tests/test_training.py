@@ -437,6 +437,15 @@ def test_auto_picks_apples_gpu_where_there_is_one(monkeypatch):
         pick_device("mps")
 
 
+def test_a_device_object_is_taken_like_its_name():
+    from vggedu.devices import pick_device
+
+    assert pick_device(torch.device("cpu")) == torch.device("cpu")  # what a notebook's settings() holds
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no GPU"):
+            pick_device(torch.device("cuda"))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cuda_smoke_one_short_epoch_and_exact_resume(splits, tmp_path, monkeypatch, dtype):

@@ -15,6 +15,7 @@ __version__ = "0.1.0"  # before the imports: vggedu.runs reads it into every run
 from .analysis import (
     LayerStats,
     activation_memory,
+    count_dense_macs,
     count_flops,
     count_macs,
     count_parameters,
@@ -47,6 +48,7 @@ __all__ = [
     "VGG19",
     "activation_memory",
     "config_name",
+    "count_dense_macs",
     "count_flops",
     "count_macs",
     "count_parameters",

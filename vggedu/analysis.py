@@ -29,6 +29,7 @@ __all__ = [
     "layer_stats",
     "count_parameters",
     "count_macs",
+    "count_dense_macs",
     "count_flops",
     "activation_memory",
     "stacked_receptive_field",
@@ -141,6 +142,26 @@ def count_parameters(config: ConfigLike, **kwargs) -> int:
 def count_macs(config: ConfigLike, **kwargs) -> int:
     """Multiply-accumulates for one image (convolutions and FC layers)."""
     return sum(row.macs for row in layer_stats(config, **kwargs))
+
+
+def count_dense_macs(config: ConfigLike, input_size: int, **kwargs) -> int:
+    """Multiply-accumulates of dense evaluation (Section 3.2) of one ``input_size`` x ``input_size`` image.
+
+    The convolutions run once over the whole image; the classifier, rewritten as convolutions, runs at
+    every position of the score map: ``(input_size // 32 - 6) ** 2`` positions for the ImageNet head
+    (fc6 a 7x7 window on pool5), ``(input_size // 32) ** 2`` for the CIFAR head. At the training size
+    (224, or 32 for the CIFAR head) this is :func:`count_macs`. The mirror image, if also scored,
+    doubles it. Introduced in notebook 06.
+    """
+    rows = layer_stats(config, input_size=input_size, **kwargs)
+    pool5 = [row for row in rows if row.kind == "maxpool"][-1].output_size
+    window = 7 if kwargs.get("head", "imagenet") == "imagenet" else 1
+    positions = (pool5 - window + 1) ** 2
+    if positions < 1:
+        raise ValueError(f"a {input_size}x{input_size} image is smaller than one window of the classifier")
+    return sum(row.macs for row in rows if row.kind != "fc") + positions * sum(
+        row.macs for row in rows if row.kind == "fc"
+    )
 
 
 def count_flops(config: ConfigLike, **kwargs) -> int:

@@ -14,6 +14,7 @@ Introduced in notebook 05 (how it was trained) and used from notebook 06 on.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -22,14 +23,18 @@ from .checkpoints import is_finished, read_state
 from .models import VGG
 from .training import TrainConfig, build_model
 
-__all__ = ["CLASSROOM_WEIGHTS", "load_classroom_model", "export_classroom_model"]
+__all__ = ["WEIGHTS", "CLASSROOM_WEIGHTS", "load_classroom_model", "export_classroom_model"]
 
-CLASSROOM_WEIGHTS = Path(__file__).with_name("weights") / "classroom.pt"
+WEIGHTS = Path(__file__).with_name("weights")
+CLASSROOM_WEIGHTS = WEIGHTS / "classroom.pt"
 _KEYS = ("model", "card", "history", "mean", "std", "val_accuracy", "test_accuracy", "test_accuracy_tta")
 
 
 def load_classroom_model(device: torch.device | str = "cpu", *, path: str | Path | None = None) -> tuple[VGG, dict]:
     """The shipped classroom model (eval mode, on ``device``) and what it is: ``(model, info)``.
+
+    ``path`` loads another file written by :func:`export_classroom_model` instead, e.g. notebook 06's
+    jittered model in :data:`WEIGHTS`.
 
     The weights load strictly into the model the run card describes; ``info`` has the card,
     history, mean, std and the accuracies measured when it was trained.
@@ -48,7 +53,8 @@ def load_classroom_model(device: torch.device | str = "cpu", *, path: str | Path
     missing = [k for k in _KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(f"{file} is not a classroom model file (missing {', '.join(missing)}); it is left untouched")
-    config = TrainConfig(**state["card"]["config"])
+    # the shipped weights replace any start the run had (a fine-tuned model names its start's checkpoint)
+    config = dataclasses.replace(TrainConfig(**state["card"]["config"]), init_from="")
     model = build_model(config, num_classes=state["model"]["classifier.6.weight"].shape[0])
     model.load_state_dict(state["model"], strict=True)
     info = {k: state[k] for k in _KEYS if k != "model"}

@@ -22,11 +22,14 @@ import torch
 __all__ = ["pick_device", "autocast_dtype", "precision", "device_name", "native_cpu_bf16"]
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def pick_device(name: str | torch.device = "auto") -> torch.device:
     """``"auto"``: CUDA if there is a GPU, else Apple's ``mps``, else the CPU.
 
-    Asking for a device that is not there is an error that says so.
+    A ``torch.device`` is checked the same way as its name. Asking for a device that is not there is
+    an error that says so.
     """
+    if isinstance(name, torch.device):
+        name = str(name)
     mps = getattr(torch.backends, "mps", None)
     mps_available = bool(mps and mps.is_available())
     if name == "auto":

@@ -1,4 +1,5 @@
-"""Studies over many runs: a resumable grid runner, and the depth and initialisation studies of notebook 07.
+"""Studies over many runs: a resumable grid runner, notebook 05's ablation ladder, and the depth and
+initialisation studies of notebook 07.
 
 * :func:`run_grid` trains a list of configurations (e.g. every Table 1 column x seeds) and keeps
   one JSON file of results, written after every run: a finished run is never run again.
@@ -13,12 +14,19 @@ seed by seed; about 3 hours of 2 CPU cores; rerun the same command to continue a
         --seeds 0 1 2 --no-mixed-precision --mode "CPU study, converged (fp32)" \\
         --out vggedu/results/depth-converged-cpu.json --checkpoints runs/depth-checkpoints
 
-Introduced in notebook 07.
+Notebook 05's ladder (:data:`LADDER`: from the paper's recipe in miniature to the classroom recipe, one
+rung at a time, at the classroom run's length, fp32, three seeds; about 3 hours of 2 CPU cores)::
+
+    python -m vggedu.experiments ladder --data-root data --seeds 0 1 2 --out runs/ladder.json \
+        --checkpoints runs/ladder-checkpoints
+
+Introduced in notebook 07 (the grid runner, the depth and initialisation studies) and notebook 05 (the ladder).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -32,7 +40,16 @@ from .models import PAPER_TRANSFER, init_from  # the paper's start from net A (S
 from .runs import train
 from .training import PRESETS, TrainConfig, TrainingDiverged
 
-__all__ = ["INIT_STARTS", "PAPER_TRANSFER", "init_from", "run_grid", "main"]
+__all__ = [
+    "INIT_STARTS",
+    "LADDER",
+    "LADDER_EPOCHS",
+    "PAPER_TRANSFER",
+    "init_from",
+    "ladder_configs",
+    "run_grid",
+    "main",
+]
 
 # The starts of the initialisation study (VGG-19, net E, without batch norm), each one change from the first.
 INIT_STARTS: dict[str, dict] = {
@@ -43,6 +60,49 @@ INIT_STARTS: dict[str, dict] = {
     "Glorot as Caffe's xavier filler (1/fan_in)": dict(init="caffe-xavier"),
     "He (Kaiming)": dict(init="kaiming"),
 }
+
+
+# Notebook 05's ablation ladder, from the paper's recipe (Section 3.1) in miniature to the classroom recipe
+# (PRESETS["cpu"]): each rung (name, what changes from the rung above, the fields) changes the fields given,
+# and nothing else; the top rung is the classroom recipe. One rung changes two fields, and says so: batch norm
+# comes with the start the classic CIFAR-10 VGG recipe uses with it.
+LADDER: list[tuple[str, str, dict]] = [
+    (
+        "the paper's recipe",
+        "no batch norm, N(0, 10^-2) start, lr 0.01 divided by 10 on a validation plateau, dropout 0.5",
+        dict(batch_norm=False, init="paper", lr=0.01, schedule="plateau", dropout=0.5, label_smoothing=0.0),
+    ),
+    (
+        "+ batch norm",
+        "batch norm after every convolution, with a Kaiming start (two fields)",
+        dict(batch_norm=True, init="kaiming"),
+    ),
+    ("learning rate 0.1", "the peak rate batch norm allows, ten times the paper's", dict(lr=0.1)),
+    ("one-cycle schedule", "up for a quarter of the steps, then down to 1/1000 of the peak", dict(schedule="onecycle")),
+    (
+        "label smoothing 0.1",
+        "each target keeps 0.91 of its weight, 0.01 goes to every class",
+        dict(label_smoothing=0.1),
+    ),
+    ("dropout 0", "no dropout in the classifier: the classroom recipe", dict(dropout=0.0)),
+]
+LADDER_EPOCHS = 13  # the classroom model's length: the epochs its 10-minute budget planned on 2 CPU cores
+
+
+def ladder_configs(base: TrainConfig, seeds: Sequence[int] = (0, 1, 2)) -> dict[str, TrainConfig]:
+    """Every rung of :data:`LADDER` for every seed, seed by seed: ``{"rung k: name, seed s": config}``.
+
+    Rung 0 is ``base`` with the paper's fields; each rung above changes its own fields from the rung
+    below. With ``base`` the classroom recipe, the top rung is ``base`` itself. Seed ``s`` fixes the
+    validation split and the data order of every rung, so rungs pair by seed.
+    """
+    configs = {}
+    for seed in seeds:
+        fields: dict = {}
+        for k, (name, _, change) in enumerate(LADDER):
+            fields.update(change)
+            configs[f"rung {k}: {name}, seed {seed}"] = dataclasses.replace(base, seed=seed, **fields)
+    return configs
 
 
 def run_grid(
@@ -123,10 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vggedu.experiments", description="Grids of training runs.")
     parser.add_argument(
         "study",
-        choices=["depth", "init"],
+        choices=["depth", "init", "ladder"],
         help="depth: every Table 1 column, with batch norm, x seeds; init: VGG-19 without batch norm from six "
         "starts (INIT_STARTS: both readings of the paper's N(0, 10^-2), net A's layers, two Glorots, He), "
-        "after net A itself, seed by seed",
+        "after net A itself, seed by seed; ladder: notebook 05's LADDER at the classroom recipe's length "
+        f"({LADDER_EPOCHS} epochs, all 45,000 images, fp32; --width, --epochs, --train-size, --columns ignored)",
     )
     parser.add_argument("--data-root", default="data")
     parser.add_argument("--no-verify", action="store_true")
@@ -157,6 +218,20 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     grid = dict(device=args.device, on_result=report, checkpoints=args.checkpoints, mode=args.mode)
+    if args.study == "ladder":
+        classroom = TrainConfig(**dict(PRESETS["cpu"], time_budget=0.0, epochs=LADDER_EPOCHS, mixed_precision=False))
+        configs = ladder_configs(classroom, args.seeds)
+        names = {c.run_name(): label for label, c in configs.items()}
+        run_grid(
+            list(configs.values()),
+            train_split,
+            test_split,
+            args.out,
+            measure_test=False,
+            label=lambda c: names[c.run_name()],
+            **grid,
+        )
+        return 0
     if args.study == "depth":
         # Seed by seed: a finished seed is every column on the same split and data order, ready to pair.
         configs = [TrainConfig(**dict(base, model=c, seed=s)) for s in args.seeds for c in args.columns]

@@ -11,7 +11,8 @@ Two kinds of noise, two kinds of test:
   pairs the runs by seed and gives a Student t-interval over the per-seed differences.
 
 :func:`verdict` turns an interval into one of three symmetric words ("supports the paper",
-"contradicts the paper", "not resolved at this size"); :func:`judge` writes it as one line.
+"contradicts the paper", "not resolved at this size"); :func:`judge` writes it as one line;
+:func:`judge_over_images` gives a same-model comparison a verdict per seed and one for all seeds.
 
 Every difference is **B minus A**: put the paper's baseline in A and the thing it says is better in B.
 Used by notebooks 05, 06, 07 and 09.
@@ -26,7 +27,15 @@ import numpy as np
 import scipy.stats
 from numpy.typing import ArrayLike
 
-__all__ = ["mcnemar", "paired_bootstrap", "seed_paired_interval", "verdict", "judge", "paired_over_images"]
+__all__ = [
+    "mcnemar",
+    "paired_bootstrap",
+    "seed_paired_interval",
+    "verdict",
+    "judge",
+    "paired_over_images",
+    "judge_over_images",
+]
 
 SUPPORTS, CONTRADICTS, UNRESOLVED = "supports the paper", "contradicts the paper", "not resolved at this size"
 _CHUNK_ELEMENTS = 1 << 22  # resampled indices held at once in paired_bootstrap (32 MiB of int64)
@@ -249,3 +258,39 @@ def judge(
     if estimate is None:
         return f"{words}: {interval} {unit}"
     return f"{words}: {estimate * scale:+.1f} {unit} {interval}"
+
+
+def judge_over_images(
+    pairs: Sequence[tuple[ArrayLike, ArrayLike]],
+    *,
+    expected: str = "greater",
+    n_resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """A verdict on a same-model comparison: one per trained seed, and one for all of them.
+
+    ``pairs`` as :func:`paired_over_images` (one ``(correct_a, correct_b)`` per seed, B minus A);
+    ``expected`` ``"greater"`` or ``"less"``. Each seed's verdict reads its paired bootstrap interval
+    with :func:`verdict`. The overall verdict is the seeds' common one when every seed gives the same,
+    else ``"not resolved at this size"``: a finding holds only if it holds for every network trained,
+    and a reversal in every seed is reported as one.
+
+    Returns :func:`paired_over_images`'s dict with ``"verdict"`` added to every row, and ``"verdict"``,
+    ``"mean"`` (the mean of the per-seed differences, a fraction) and ``"line"`` (the verdict, then each
+    seed's difference and interval in points, and its McNemar p). Introduced in notebook 06.
+    """
+    if expected not in ("greater", "less"):
+        raise ValueError(f"expected must be 'greater' or 'less' for a comparison over images; got {expected!r}")
+    result = paired_over_images(pairs, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    rows = result["per_seed"]
+    for row in rows:
+        row["verdict"] = verdict(row["low"], row["high"], expected=expected)
+    words = {row["verdict"] for row in rows}
+    overall = words.pop() if len(words) == 1 else UNRESOLVED
+    seeds = "; ".join(
+        f"{100 * r['difference']:+.1f} [{100 * r['low']:+.1f}, {100 * r['high']:+.1f}] p={r['p_value']:.2g}"
+        for r in rows
+    )
+    mean = float(np.mean([row["difference"] for row in rows]))
+    return result | {"verdict": overall, "mean": mean, "line": f"{overall}: per seed {seeds} points"}

@@ -11,7 +11,10 @@ file into the notebook's tables, so a test can check the notebook against the sa
   symmetric verdict (:func:`vggedu.stats.verdict`);
 * :func:`pack_correct` / :func:`unpack_correct`: which images a scheme got right, kept in a study
   file as text (one bit an image: 5,000 images in 836 characters), so a paired test over images
-  (:func:`vggedu.stats.mcnemar`) can be recomputed from the file alone.
+  (:func:`vggedu.stats.mcnemar`) can be recomputed from the file alone;
+* for notebook 06's scale study (:mod:`vggedu.scales`' scores file): :func:`judge_schemes` (two ways
+  of scoring the same models, :data:`SCHEME_CLAIMS`), :func:`judge_fusion` (two seeds averaged
+  against the better alone) and :func:`judge_training` (two training settings, paired by seed).
 
 Accuracies are fractions in the files and percentage points here. Introduced in notebook 07.
 """
@@ -28,7 +31,7 @@ import numpy as np
 
 from .analysis import count_macs, count_parameters
 from .configs import count_weight_layers
-from .stats import judge, seed_paired_interval, verdict
+from .stats import judge, judge_over_images, seed_paired_interval, verdict
 
 __all__ = [
     "DEPTH_CLAIMS",
@@ -39,6 +42,11 @@ __all__ = [
     "judge_claim",
     "pack_correct",
     "unpack_correct",
+    "SCHEME_CLAIMS",
+    "scheme_correct",
+    "judge_schemes",
+    "judge_fusion",
+    "judge_training",
 ]
 
 # The smallest gain that counts as one, for the claims that something does not help: 0.5 points, just below the
@@ -55,6 +63,16 @@ DEPTH_CLAIMS: list[tuple[str, str, str, str]] = [
     ("D", "E", "not greater", "the error saturates at 19 layers (E no better than D)"),
     ("A", "E", "greater", "the error falls from 11 layers (A) to 19 (E)"),
     ("B-5x5", "B", "greater", "B is better than its shallow net (each pair of 3x3 as one 5x5)"),
+]
+
+
+# Sections 4.2 and 4.3 of the paper, each two ways of scoring the same models on the same images, as
+# (scheme A, scheme B, the paper's words): B - A, and the paper says B is better.
+SCHEME_CLAIMS: list[tuple[str, str, str]] = [
+    ("dense, one scale", "dense, multi-scale", "several test scales beat one (Table 4)"),
+    ("dense, multi-scale", "multi-crop, multi-scale", "multi-crop beats dense (Table 5)"),
+    ("dense, multi-scale", "multi-crop & dense", "multi-crop & dense beats dense alone (Table 5)"),
+    ("multi-crop, multi-scale", "multi-crop & dense", "multi-crop & dense beats multi-crop alone (Table 5)"),
 ]
 
 
@@ -181,3 +199,61 @@ def unpack_correct(packed: dict) -> np.ndarray:
     if flags.size < n or flags.size - n >= 8:
         raise ValueError(f"the stored bits hold {flags.size} flags, not the {n} images the entry says")
     return flags[:n].astype(bool)
+
+
+def _seeds(scores: dict) -> list[int]:
+    return list(scores["protocol"]["seeds"])
+
+
+def scheme_correct(scores: dict, label: str, scheme: str) -> np.ndarray:
+    """Which validation images model ``label`` (e.g. ``"jittered S=[36,72], seed 0"``) got right with ``scheme``."""
+    try:
+        return unpack_correct(scores["val"][label][scheme])
+    except KeyError:
+        raise KeyError(f"no scores for {label!r} with {scheme!r}; the file has {sorted(scores['val'])}") from None
+
+
+def judge_schemes(scores: dict, setting: str, a: str, b: str, *, expected: str = "greater") -> dict:
+    """Scheme ``b`` against scheme ``a`` for every seed's model of ``setting``, on the same validation images:
+    :func:`vggedu.stats.judge_over_images` (an exact McNemar test and a paired bootstrap interval per seed, a
+    verdict per seed and one for all)."""
+    pairs = [
+        (scheme_correct(scores, f"{setting}, seed {s}", a), scheme_correct(scores, f"{setting}, seed {s}", b))
+        for s in _seeds(scores)
+    ]
+    return judge_over_images(pairs, expected=expected)
+
+
+def judge_fusion(scores: dict, setting: str) -> dict:
+    """Fusion (Section 4.4) of every two seeds of ``setting``, each with its scheme chosen on validation,
+    against the better of the two alone, on the validation images: :func:`vggedu.stats.judge_over_images`,
+    one row per pair (in ``"pairs"``). The paper says the fusion is better."""
+    keys, pairs = [], []
+    for key, fused in scores["fusion"]["val"].items():
+        name, seeds = key.rsplit(", seeds ", 1)
+        if name != setting:
+            continue
+        alone = [f"{setting}, seed {s}" for s in seeds.split("+")]
+        best = max(alone, key=lambda m: scores["val"][m][scores["chosen"][m]]["accuracy"])
+        pairs.append((scheme_correct(scores, best, scores["chosen"][best]), unpack_correct(fused)))
+        keys.append(key)
+    if not pairs:
+        raise KeyError(f"no fusion of {setting!r} in the file")
+    return judge_over_images(pairs) | {"pairs": keys}
+
+
+def judge_training(
+    scores: dict, a: str, b: str, *, scheme: str = "dense, one scale", expected: str = "greater"
+) -> dict:
+    """Training setting ``b`` against ``a`` (e.g. jittered against fixed S), both scored with ``scheme``:
+    validation accuracy paired by seed (same split, same start), a t-interval
+    (:func:`vggedu.stats.seed_paired_interval`) and a symmetric verdict, in points."""
+    seeds = _seeds(scores)
+    acc = {x: [100 * scores["val"][f"{x}, seed {s}"][scheme]["accuracy"] for s in seeds] for x in (a, b)}
+    interval = seed_paired_interval(acc[a], acc[b])
+    low, high = interval["low"] / 100, interval["high"] / 100
+    return interval | {
+        "seeds": seeds,
+        "verdict": verdict(low, high, expected=expected),
+        "line": judge(low, high, expected=expected, estimate=interval["mean"] / 100),
+    }

@@ -55,3 +55,16 @@ def test_a_missing_or_foreign_file_is_reported(tmp_path):
     with pytest.raises(ValueError, match="not a readable classroom model"):
         load_classroom_model(path=junk)
     assert junk.read_text() == "not a model"
+
+
+def test_the_shipped_files_stay_small():
+    """Every shipped model and results file is under 3 MB, and all of them together under 10 MB."""
+    from pathlib import Path
+
+    import vggedu
+
+    root = Path(vggedu.__file__).parent
+    files = [p for folder in ("weights", "results") for p in (root / folder).iterdir() if p.is_file()]
+    sizes = {p.name: p.stat().st_size for p in files}
+    assert all(size < 3_000_000 for size in sizes.values()), sizes
+    assert sum(sizes.values()) < 10_000_000, sizes

@@ -340,3 +340,15 @@ def test_judge_over_images_gives_a_verdict_per_seed_and_one_for_all():
     assert result["verdict"] == "not resolved at this size"
     with pytest.raises(ValueError, match="'greater' or 'less'"):
         judge_over_images(better, expected="equal")
+
+
+def test_a_claim_that_is_not_the_papers_gets_its_own_three_words():
+    from vggedu.stats import CHANGE_WORDS
+
+    assert verdict(0.01, 0.03, words=CHANGE_WORDS) == "helps"
+    assert verdict(-0.03, -0.01, words=CHANGE_WORDS) == "hurts"
+    assert verdict(-0.01, 0.03, words=CHANGE_WORDS) == "not resolved at this size"
+    assert (
+        judge(-0.03, -0.01, expected="greater", estimate=-0.02, words=CHANGE_WORDS) == "hurts: -2.0 points [-3.0, -1.0]"
+    )
+    assert verdict(0.01, 0.03) == "supports the paper"  # the default stays the paper's words

@@ -89,6 +89,16 @@ def test_the_shipped_converged_study_is_one_recipe_with_curves():
     assert [claim[0] for claim in DEPTH_CLAIMS] == ["A", "A", "B", "C", "D", "A", "B-5x5"]
 
 
+def test_the_shipped_probe_is_the_study_recipe_at_twice_the_epochs():
+    study, probe = load_study("depth-converged-cpu"), load_study("depth-probe-cpu")
+    assert {(r["config"]["model"], r["config"]["seed"]) for r in probe.values()} == {("A", 0), ("E", 0)}
+    short = {r["config"]["model"]: r["config"] for r in study.values() if r["config"]["seed"] == 0}
+    for run in probe.values():
+        config = run["config"]
+        assert {k for k in config if config[k] != short[config["model"]][k]} == {"epochs"} and config["epochs"] == 30
+        assert len(run["history"]) == 30 and run["card"]["precision"] == "float32"
+
+
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 5000])
 def test_per_image_correctness_survives_the_file(n):
     correct = np.random.default_rng(n).random(n) < 0.7

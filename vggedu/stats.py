@@ -35,9 +35,12 @@ __all__ = [
     "judge",
     "paired_over_images",
     "judge_over_images",
+    "CHANGE_WORDS",
 ]
 
 SUPPORTS, CONTRADICTS, UNRESOLVED = "supports the paper", "contradicts the paper", "not resolved at this size"
+# The same three verdicts for a claim that is not the paper's (notebook 05: "this change helps").
+CHANGE_WORDS = ("helps", "hurts", UNRESOLVED)
 _CHUNK_ELEMENTS = 1 << 22  # resampled indices held at once in paired_bootstrap (32 MiB of int64)
 
 
@@ -184,7 +187,9 @@ def seed_paired_interval(a: ArrayLike, b: ArrayLike, *, confidence: float = 0.95
     }
 
 
-def verdict(low: float, high: float, *, expected: str = "greater", margin: float = 0.0) -> str:
+def verdict(
+    low: float, high: float, *, expected: str = "greater", margin: float = 0.0, words: Sequence[str] | None = None
+) -> str:
     """What an interval for ``B - A`` says about the paper's claim, in one of three symmetric phrases.
 
     ``expected`` is the paper's claim:
@@ -204,7 +209,11 @@ def verdict(low: float, high: float, *, expected: str = "greater", margin: float
     For the directional claims ``margin`` (default 0) is the smallest difference worth calling, on
     either side. Flipping the interval's sign turns "supports" into "contradicts" and back, so a
     result that went the other way is never reported as a success.
+
+    ``words`` replaces the three phrases (supported, contradicted, not resolved) for a claim that is
+    not the paper's, e.g. :data:`CHANGE_WORDS` ("helps", "hurts", "not resolved at this size").
     """
+    supports, contradicts, unresolved = words if words is not None else (SUPPORTS, CONTRADICTS, UNRESOLVED)
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"the interval must be finite numbers; got [{low}, {high}]")
     if low > high:
@@ -214,17 +223,17 @@ def verdict(low: float, high: float, *, expected: str = "greater", margin: float
     if expected == "less":
         low, high, expected = -high, -low, "greater"
     if expected == "greater":
-        return SUPPORTS if low > margin else CONTRADICTS if high < -margin else UNRESOLVED
+        return supports if low > margin else contradicts if high < -margin else unresolved
     if expected == "equal":
         if margin == 0:
             raise ValueError("expected='equal' needs margin > 0: say how close counts as level (e.g. margin=0.01)")
         if -margin < low and high < margin:
-            return SUPPORTS
-        return CONTRADICTS if low > margin or high < -margin else UNRESOLVED
+            return supports
+        return contradicts if low > margin or high < -margin else unresolved
     if expected == "not greater":
         if margin == 0:
             raise ValueError("expected='not greater' needs margin > 0: the smallest gain that would count as one")
-        return SUPPORTS if high < margin else CONTRADICTS if low > margin else UNRESOLVED
+        return supports if high < margin else contradicts if low > margin else unresolved
     raise ValueError(f"expected must be 'greater', 'less', 'equal' or 'not greater'; got {expected!r}")
 
 
@@ -237,10 +246,12 @@ def judge(
     estimate: float | None = None,
     unit: str = "points",
     scale: float = 100,
+    words: Sequence[str] | None = None,
 ) -> str:
     """One line for a notebook: the :func:`verdict`, then the estimate and interval.
 
-    ``low``, ``high`` and ``estimate`` (the point estimate, optional) are multiplied by ``scale``
+    ``words`` as :func:`verdict`. ``low``, ``high`` and ``estimate`` (the point estimate, optional) are
+    multiplied by ``scale``
     (default 100: fractions printed as percentage points) and written with a sign and one decimal.
     For ``expected="equal"`` the margin is named too. Examples::
 
@@ -249,15 +260,15 @@ def judge(
         judge(-0.004, 0.003, expected="equal", margin=0.01)
         'supports the paper (level within ±1.0 points): [-0.4, +0.3] points'
     """
-    words = verdict(low, high, expected=expected, margin=margin)
+    said = verdict(low, high, expected=expected, margin=margin, words=words)
     if expected == "equal":
-        words += f" (level within ±{margin * scale:.1f} {unit})"
+        said += f" (level within ±{margin * scale:.1f} {unit})"
     elif expected == "not greater":
-        words += f" (no gain of {margin * scale:.1f} {unit} or more)"
+        said += f" (no gain of {margin * scale:.1f} {unit} or more)"
     interval = f"[{low * scale:+.1f}, {high * scale:+.1f}]"
     if estimate is None:
-        return f"{words}: {interval} {unit}"
-    return f"{words}: {estimate * scale:+.1f} {unit} {interval}"
+        return f"{said}: {interval} {unit}"
+    return f"{said}: {estimate * scale:+.1f} {unit} {interval}"
 
 
 def judge_over_images(

@@ -1,6 +1,6 @@
 """Notebook 06's study: the paper's scale protocol in miniature, trained, then scored every way it was tested.
 
-The paper trained its single-scale models at a fixed S and "for speed-up reasons, we trained
+The paper trained its single-scale models at a fixed S and "For speed reasons, we trained
 multi-scale models by fine-tuning all layers of a single-scale model with the same configuration,
 pre-trained with fixed S = 384" (Section 3.1). The miniature does the same at CIFAR-10's size:
 

@@ -10,7 +10,11 @@ unset: quick mode without a GPU). A cell's time is the kernel's own (``execute_i
 Results go to ``results/notebook_times-<device>.json`` (``--out`` to change), merged with the
 notebooks already there, each with the device, mode, data label and date, and whether it met the
 class goals: **under 3 minutes, no cell over 60 s**. ``--store`` writes the executed notebook back
-in place (its outputs are then the ones this run produced).
+in place (its outputs are then the ones this run produced). ``--docs`` then writes every measured
+notebook's time into README's and TEACHING.md's notebook tables (:func:`update_docs`; with no
+notebook named it only does that), so the documented times are the measured ones::
+
+    python benchmarks/notebook_times.py --docs
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -28,6 +33,35 @@ from nbclient import NotebookClient
 from vggedu.devices import device_name, pick_device
 
 GOAL_NOTEBOOK, GOAL_CELL = 180.0, 60.0  # seconds: a class period's notebook, a laptop class's longest wait
+ROOT = Path(__file__).resolve().parents[1]
+_TIME = re.compile(r"^(TIME|< ?1 min|\d+(?:\.\d+)? (?:s|min))")  # a table cell's leading time (TIME: not yet written)
+
+
+def doc_time(seconds: float) -> str:
+    """A measured time as the docs write it: whole seconds under two minutes, else minutes to one decimal."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def update_docs(results: dict, readme: Path = ROOT / "README.md", teaching: Path = ROOT / "TEACHING.md") -> list[str]:
+    """Write each notebook's measured time (``results``: this script's file) into README's table (the first
+    words of a row's last cell) and TEACHING.md's (its time column); returns the notebooks whose rows changed.
+    Rows are found by the notebook's name; text after the time is kept."""
+    changed = []
+    for path, column in ((readme, -2), (teaching, 4)):
+        lines = path.read_text().split("\n")
+        for i, line in enumerate(lines):
+            name = next((n for n in results if line.startswith("|") and Path(n).stem in line), None)
+            if name is None:
+                continue
+            cells = line.split("|")
+            old = cells[column]
+            new = " " + _TIME.sub(doc_time(results[name]["seconds"]), old.strip(), count=1) + " "
+            if new != old:
+                cells[column] = new
+                lines[i] = "|".join(cells)
+                changed.append(f"{path.name}: {name}")
+        path.write_text("\n".join(lines))
+    return changed
 
 
 def _seconds(execution: dict) -> float:
@@ -71,10 +105,11 @@ def time_notebook(path: Path, *, timeout: int = 3600, store: bool = False) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--out", type=Path, help="results file (default results/notebook_times-<device>.json)")
     parser.add_argument("--store", action="store_true", help="write each executed notebook back in place")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds a cell may take before it fails")
+    parser.add_argument("--docs", action="store_true", help="write the measured times into README and TEACHING.md")
     args = parser.parse_args(argv)
     device = pick_device("auto")
     out = args.out or Path(__file__).parent / "results" / f"notebook_times-{device.type}.json"
@@ -97,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{'met' if times['goal_met'] else 'NOT met'}",
             flush=True,
         )
+    if args.docs:
+        for row in update_docs(results):
+            print("time updated:", row)
     return 0
 
 

@@ -94,3 +94,26 @@ def test_the_teaching_guide_lists_every_notebook_with_a_measured_time():
         assert re.search(r"\| (\d+(\.\d+)? (s|min)) \|", row), f"no measured time for {path.name}: {row}"
     assert "{t" not in guide, "a time is still a placeholder"
     assert "TEACHING.md" in (ROOT / "README.md").read_text(), "the README links the guide"
+
+
+def test_the_documented_times_are_the_measured_ones(tmp_path):
+    """README's and TEACHING.md's time for each notebook is the one benchmarks/notebook_times.py measured."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("notebook_times", ROOT / "benchmarks" / "notebook_times.py")
+    times = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(times)
+    results = json.loads((ROOT / "benchmarks" / "results" / "notebook_times-cpu.json").read_text())
+    assert times.doc_time(33.2) == "33 s" and times.doc_time(150) == "2.5 min"
+    copies = {name: tmp_path / name for name in ("README.md", "TEACHING.md")}
+    for name, copy in copies.items():
+        copy.write_text((ROOT / name).read_text())
+    assert times.update_docs(results, copies["README.md"], copies["TEACHING.md"]) == [], (
+        "the docs' times differ from benchmarks/results/notebook_times-cpu.json: run "
+        "python benchmarks/notebook_times.py --docs"
+    )
+    for name in results:
+        assert any(
+            Path(name).stem in line and times.doc_time(results[name]["seconds"]) in line
+            for line in (ROOT / "TEACHING.md").read_text().splitlines()
+        ), name

@@ -117,3 +117,21 @@ def test_the_documented_times_are_the_measured_ones(tmp_path):
             Path(name).stem in line and times.doc_time(results[name]["seconds"]) in line
             for line in (ROOT / "TEACHING.md").read_text().splitlines()
         ), name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colour_maps_are_readable_and_say_what_colour_means(path):
+    """No rainbow-like colour maps; a picture whose colour encodes a value has a colour bar, or its caption
+    says how each map is scaled."""
+    cells = _load(path)["cells"]
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] != "code":
+            continue
+        source = _source(cell)
+        assert not re.search(r"""cmap\s*=\s*["'](jet|rainbow|hsv|gist_rainbow|nipy_spectral)""", source), cell.get("id")
+        if re.search(r"imshow\([^)]*cmap\s*=", source):
+            caption = next((_source(c) for c in cells[i + 1 :] if c["cell_type"] == "markdown"), "")
+            assert "colorbar" in source or re.search(r"own scale|scaled to", caption), (
+                f"cell {cell.get('id')}: colour encodes a value: add a colour bar, or say in the caption how "
+                "each map is scaled"
+            )

@@ -1,0 +1,155 @@
+"""VGG beyond its training classes: the paper's Appendix B in miniature (notebook 09).
+
+The paper used its ImageNet networks as fixed feature extractors on other data sets: the
+penultimate layer's activations, computed densely over several scales and for the mirror image,
+averaged, L2-normalised, and a linear SVM trained on the target set, the network frozen. Here:
+
+* :func:`layer_features`: one view of any named layer (``pool1`` .. ``pool5``, ``fc6``, ``fc7``,
+  the names of :func:`vggedu.inspection.layer_names`), a feature map averaged over its positions;
+* :func:`descriptor`: the paper's descriptor, the layer computed densely (the fully convolutional
+  network of :mod:`vggedu.evaluation`) at each test size and for the mirror image, averaged over
+  positions, sizes and mirrors, then L2-normalised;
+* :func:`linear_probe`: a linear SVM (scikit-learn's ``LinearSVC``, the paper's classifier) on
+  frozen features, its regularisation ``C`` chosen on a validation part;
+* :func:`class_subset` and :func:`labelled_subset`: a source and a target half of CIFAR-10's
+  classes (:data:`SOURCE_CLASSES`, :data:`TARGET_CLASSES`), and a few labelled images per class.
+
+Introduced in notebook 09.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import CIFAR10Split
+from .evaluation import fully_convolutional, resize
+from .inspection import activations, layer_names
+from .models import VGG
+
+__all__ = [
+    "TRANSFER_LAYERS",
+    "SOURCE_CLASSES",
+    "TARGET_CLASSES",
+    "layer_features",
+    "descriptor",
+    "linear_probe",
+    "class_subset",
+    "labelled_subset",
+]
+
+TRANSFER_LAYERS = ("pool1", "pool2", "pool3", "pool4", "pool5", "fc6", "fc7")
+# Each half mixes vehicles and animals, so every target class has a relative among the sources
+# (dog: cat; horse: deer; truck: automobile; ship: airplane; frog: bird, loosely), as VOC's and
+# Caltech's classes had among ImageNet's.
+SOURCE_CLASSES = ("airplane", "automobile", "bird", "cat", "deer")
+TARGET_CLASSES = ("dog", "frog", "horse", "ship", "truck")
+
+
+def _check_layer(model: VGG, layer: str) -> str:
+    names = layer_names(model)
+    if layer not in names:
+        raise KeyError(f"no layer {layer!r} in this model; use one of {', '.join(n for n in names if n != 'fc8')}")
+    return names[layer]
+
+
+@torch.no_grad()
+def layer_features(model: VGG, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """The output of ``layer`` for the images ``x`` (one view, as given), (N, D): a map is averaged over
+    its positions (global average pooling), a vector (fc6, fc7) is returned as it is."""
+    _check_layer(model, layer)
+    out = activations(model, x, [layer])[layer]
+    return out.mean((2, 3)) if out.dim() == 4 else out
+
+
+@torch.no_grad()
+def descriptor(
+    model: VGG, x: torch.Tensor, layer: str = "fc7", *, sizes: Sequence[int] = (32, 64), flip: bool = True
+) -> torch.Tensor:
+    """The paper's descriptor (Appendix B) of the images ``x``, (N, D), L2-normalised.
+
+    ``layer`` of the fully convolutional network (the same weights, :func:`vggedu.evaluation.
+    fully_convolutional`) at each size in ``sizes``, and for the mirror image with ``flip``; every
+    map averaged over its positions, then over sizes and mirrors, then scaled to unit length. At one
+    size equal to the training size and without the mirror it is :func:`layer_features`, normalised.
+    """
+    if not sizes:
+        raise ValueError("sizes must name at least one test size, e.g. (32, 64)")
+    path = _check_layer(model, layer)
+    fcn = fully_convolutional(model).eval()
+    module = dict(fcn.named_modules())[path]  # the converted network keeps every module's path
+    kept: list[torch.Tensor] = []
+    hook = module.register_forward_hook(lambda _m, _i, output: kept.append(output.mean((2, 3))))
+    try:
+        for q in sizes:
+            image = resize(x, q)
+            for view in (image, image.flip(3)) if flip else (image,):
+                fcn(view)
+    finally:
+        hook.remove()
+    return F.normalize(torch.stack(kept).mean(0), dim=1)
+
+
+def linear_probe(
+    train_features: torch.Tensor | np.ndarray,
+    train_labels: torch.Tensor | np.ndarray,
+    val_features: torch.Tensor | np.ndarray,
+    val_labels: torch.Tensor | np.ndarray,
+    *,
+    cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0),
+    seed: int = 0,
+) -> dict:
+    """A linear SVM on frozen features, one per ``C`` in ``cs``, the best kept by validation accuracy.
+
+    Returns ``{"classifier", "c", "val_accuracy", "val_by_c"}``; the classifier (scikit-learn's
+    ``LinearSVC``, one-vs-rest, as the paper's) predicts with ``.predict(features)``. The test
+    images are not touched here: score the chosen classifier on them once, afterwards.
+    """
+    from sklearn.svm import LinearSVC  # scikit-learn: a well-kept linear SVM, on Colab too
+
+    arrays = [
+        np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a)
+        for a in (train_features, train_labels, val_features, val_labels)
+    ]
+    x_train, y_train, x_val, y_val = arrays
+    if len(x_train) != len(y_train) or len(x_val) != len(y_val):
+        raise ValueError("each set of features needs one label per row")
+    if len(np.unique(y_train)) < 2:
+        raise ValueError("the training labels hold one class: a classifier needs at least two")
+    if not cs:
+        raise ValueError("cs must hold at least one value of C, e.g. (0.1, 1.0)")
+    best, by_c = None, {}
+    for c in cs:
+        classifier = LinearSVC(C=c, random_state=seed, max_iter=10_000).fit(x_train, y_train)
+        by_c[c] = float((classifier.predict(x_val) == y_val).mean())
+        if best is None or by_c[c] > by_c[best[0]]:  # the first of equals: the strongest regularisation
+            best = (c, classifier)
+    return {"classifier": best[1], "c": best[0], "val_accuracy": by_c[best[0]], "val_by_c": by_c}
+
+
+def class_subset(split: CIFAR10Split, classes: Sequence[str]) -> CIFAR10Split:
+    """The images of ``classes`` only, relabelled 0, 1, ... in the order given."""
+    unknown = [c for c in classes if c not in split.classes]
+    if unknown or not classes:
+        raise ValueError(f"classes must be some of {', '.join(split.classes)}; got {list(classes)}")
+    old = torch.tensor([split.classes.index(c) for c in classes])
+    keep = torch.isin(split.labels, old)
+    relabel = torch.full((len(split.classes),), -1, dtype=torch.long)
+    relabel[old] = torch.arange(len(classes))
+    return CIFAR10Split(split.images[keep], relabel[split.labels[keep]], tuple(classes), split.source)
+
+
+def labelled_subset(split: CIFAR10Split, per_class: int, *, seed: int) -> CIFAR10Split:
+    """``per_class`` images of every class, drawn without replacement and fixed by ``seed`` (a draw of the
+    few labelled images a small target task has)."""
+    generator = torch.Generator().manual_seed(seed)
+    picks = []
+    for k in range(len(split.classes)):
+        index = torch.nonzero(split.labels == k).flatten()
+        if len(index) < per_class:
+            raise ValueError(f"class {split.classes[k]!r} has {len(index)} images, fewer than per_class={per_class}")
+        picks.append(index[torch.randperm(len(index), generator=generator)[:per_class]])
+    return split.take(torch.cat(picks).sort().values)

@@ -88,3 +88,34 @@ def test_the_halves_split_the_classes_and_relabel_them():
         labelled_subset(target, 11, seed=0)
     with pytest.raises(ValueError, match="classes must be some of"):
         class_subset(split, ["unicorn"])
+
+
+def test_the_source_network_trains_on_the_source_half_and_loads_as_a_shipped_model(synthetic_root, tmp_path):
+    from vggedu import load_classroom_model
+    from vggedu.transfer import main
+
+    out = tmp_path / "source.pt"
+    args = [
+        "--data-root",
+        str(synthetic_root),
+        "--no-verify",
+        "--epochs",
+        "2",
+        "--val-size",
+        "100",
+        "--checkpoint",
+        str(tmp_path / "run.pt"),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+    assert main(args) == 0
+    model, info = load_classroom_model(path=out)
+    assert model.classifier[-1].out_features == len(SOURCE_CLASSES)
+    from vggedu.data import load_cifar10
+
+    source = class_subset(load_cifar10(synthetic_root, train=True, verify=False), SOURCE_CLASSES)
+    assert info["card"]["train_images"] == len(source) - 100 and info["card"]["val_images"] == 100
+    assert info["card"]["mode"] == "CPU, source half (fp32)" and info["test_accuracy"] is not None
+    assert layer_features(model, torch.randn(2, 3, 32, 32), "fc7").shape == (2, 128)  # width 0.25

@@ -12,23 +12,33 @@ averaged, L2-normalised, and a linear SVM trained on the target set, the network
 * :func:`linear_probe`: a linear SVM (scikit-learn's ``LinearSVC``, the paper's classifier) on
   frozen features, its regularisation ``C`` chosen on a validation part;
 * :func:`class_subset` and :func:`labelled_subset`: a source and a target half of CIFAR-10's
-  classes (:data:`SOURCE_CLASSES`, :data:`TARGET_CLASSES`), and a few labelled images per class.
+  classes (:data:`SOURCE_CLASSES`, :data:`TARGET_CLASSES`), and a few labelled images per class;
+* ``python -m vggedu.transfer``: trains the source network, the classroom recipe on the source half
+  only (fp32, a fixed number of epochs), and writes it as a shipped model file with its run card::
+
+    python -m vggedu.transfer --data-root data --checkpoint runs/source.pt --out vggedu/weights/source-half.pt
 
 Introduced in notebook 09.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import CIFAR10Split
+from .classroom import export_classroom_model
+from .data import CIFAR10Split, channel_stats, load_splits
 from .evaluation import fully_convolutional, resize
 from .inspection import activations, layer_names
 from .models import VGG
+from .runs import train
+from .training import PRESETS, TrainConfig, split_validation
 
 __all__ = [
     "TRANSFER_LAYERS",
@@ -39,6 +49,7 @@ __all__ = [
     "linear_probe",
     "class_subset",
     "labelled_subset",
+    "main",
 ]
 
 TRANSFER_LAYERS = ("pool1", "pool2", "pool3", "pool4", "pool5", "fc6", "fc7")
@@ -153,3 +164,58 @@ def labelled_subset(split: CIFAR10Split, per_class: int, *, seed: int) -> CIFAR1
             raise ValueError(f"class {split.classes[k]!r} has {len(index)} images, fewer than per_class={per_class}")
         picks.append(index[torch.randperm(len(index), generator=generator)[:per_class]])
     return split.take(torch.cat(picks).sort().values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m vggedu.transfer",
+        description="Train notebook 09's source network (the classroom recipe on the source half of CIFAR-10's "
+        f"classes: {', '.join(SOURCE_CLASSES)}) and write it as a shipped model file.",
+    )
+    parser.add_argument("--data-root", default="data")
+    parser.add_argument("--no-verify", action="store_true")
+    parser.add_argument("--data-label")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--epochs", type=int, default=13, help="the classroom model's length on 2 CPU cores")
+    parser.add_argument("--val-size", type=int, default=2500, help="source images held out (500 per class)")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="the run's checkpoint (resumed if there)")
+    parser.add_argument("--out", type=Path, required=True, help="the model file to write")
+    parser.add_argument("--mode", default="CPU, source half (fp32)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_split, test_split = load_splits(args.data_root, verify=not args.no_verify, label=args.data_label)
+    source, source_test = class_subset(train_split, SOURCE_CLASSES), class_subset(test_split, SOURCE_CLASSES)
+    config = TrainConfig(
+        **dict(PRESETS["cpu"], time_budget=0.0, epochs=args.epochs, val_size=args.val_size, mixed_precision=False)
+    )
+    result = train(
+        config,
+        source,
+        source_test,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        resume=True,
+        mode=args.mode,
+        progress=False,
+    )
+    fit, _ = split_validation(source, config)
+    mean, std = channel_stats(fit.images)
+    summary = {
+        "val_accuracy": result.val_accuracy,
+        "test_accuracy": result.test_accuracy,
+        "test_accuracy_tta": result.test_accuracy_tta,
+        "history": result.history,
+        "card": result.card,
+    }
+    path = export_classroom_model(args.checkpoint, summary, mean, std, path=args.out)
+    print(
+        f"source network ({', '.join(SOURCE_CLASSES)}): validation {result.val_accuracy:.4f}, test (source half, "
+        f"once) {result.test_accuracy:.4f}; written to {path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -221,3 +221,20 @@ def test_the_ladder_changes_what_each_rung_says_and_ends_at_the_classroom_recipe
             assert set(after.changes_from(before)) == set(change)  # the fields the rung names, and no others
         assert rungs[-1] == dataclasses.replace(classroom, seed=seed)  # the top rung is the classroom recipe
     assert [len(change) for _, _, change in LADDER[1:]] == [2, 1, 1, 1, 1]  # only "+ batch norm" changes two
+
+
+def test_the_shipped_ladder_runs_are_the_ladders_configs():
+    """Each finished rung in vggedu/results/ladder-cpu.json is the config ladder_configs gives its label (the grid
+    is still being trained: whatever is there must be right, and resumable by the same command)."""
+    from vggedu.experiments import LADDER_EPOCHS, ladder_configs
+    from vggedu.studies import load_study
+    from vggedu.training import PRESETS, TrainConfig
+
+    study = load_study("ladder-cpu")
+    classroom = TrainConfig(**dict(PRESETS["cpu"], time_budget=0.0, epochs=LADDER_EPOCHS, mixed_precision=False))
+    expected = ladder_configs(classroom, seeds=(0, 1, 2))
+    assert study and set(study) <= set(expected)
+    for label, run in study.items():
+        assert run["config"] == expected[label].to_dict(), label
+        assert len(run["history"]) == LADDER_EPOCHS and run["card"]["precision"] == "float32"
+        assert run["card"]["train_images"] == 45_000 and run["test_accuracy"] is None  # the test set untouched

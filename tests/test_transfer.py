@@ -119,3 +119,16 @@ def test_the_source_network_trains_on_the_source_half_and_loads_as_a_shipped_mod
     assert info["card"]["train_images"] == len(source) - 100 and info["card"]["val_images"] == 100
     assert info["card"]["mode"] == "CPU, source half (fp32)" and info["test_accuracy"] is not None
     assert layer_features(model, torch.randn(2, 3, 32, 32), "fc7").shape == (2, 128)  # width 0.25
+
+
+def test_the_shipped_source_network_knows_only_the_source_half():
+    from vggedu import load_classroom_model
+    from vggedu.classroom import WEIGHTS
+
+    model, info = load_classroom_model(path=WEIGHTS / "source-half.pt")
+    assert model.classifier[-1].out_features == len(SOURCE_CLASSES)
+    config, card = info["card"]["config"], info["card"]
+    assert (config["epochs"], config["mixed_precision"], config["model"], config["width"]) == (13, False, "A", 0.25)
+    assert card["mode"] == "CPU, source half (fp32)" and len(info["history"]) == 13
+    assert card["train_images"] + card["val_images"] == 25_000  # the 5 source classes of the training set
+    assert 0.5 < info["val_accuracy"] < 1 and info["test_accuracy"] is not None

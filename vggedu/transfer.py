@@ -49,6 +49,7 @@ __all__ = [
     "linear_probe",
     "class_subset",
     "labelled_subset",
+    "labelled_index",
     "main",
 ]
 
@@ -153,9 +154,9 @@ def class_subset(split: CIFAR10Split, classes: Sequence[str]) -> CIFAR10Split:
     return CIFAR10Split(split.images[keep], relabel[split.labels[keep]], tuple(classes), split.source)
 
 
-def labelled_subset(split: CIFAR10Split, per_class: int, *, seed: int) -> CIFAR10Split:
-    """``per_class`` images of every class, drawn without replacement and fixed by ``seed`` (a draw of the
-    few labelled images a small target task has)."""
+def labelled_index(split: CIFAR10Split, per_class: int, *, seed: int) -> torch.Tensor:
+    """The sorted indices of ``per_class`` images of every class, drawn without replacement and fixed by
+    ``seed``: which images a draw of a small labelled target set takes."""
     generator = torch.Generator().manual_seed(seed)
     picks = []
     for k in range(len(split.classes)):
@@ -163,7 +164,13 @@ def labelled_subset(split: CIFAR10Split, per_class: int, *, seed: int) -> CIFAR1
         if len(index) < per_class:
             raise ValueError(f"class {split.classes[k]!r} has {len(index)} images, fewer than per_class={per_class}")
         picks.append(index[torch.randperm(len(index), generator=generator)[:per_class]])
-    return split.take(torch.cat(picks).sort().values)
+    return torch.cat(picks).sort().values
+
+
+def labelled_subset(split: CIFAR10Split, per_class: int, *, seed: int) -> CIFAR10Split:
+    """``per_class`` images of every class, drawn without replacement and fixed by ``seed`` (a draw of the
+    few labelled images a small target task has; :func:`labelled_index` says which)."""
+    return split.take(labelled_index(split, per_class, seed=seed))
 
 
 def main(argv: list[str] | None = None) -> int:

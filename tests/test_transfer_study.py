@@ -1,0 +1,80 @@
+"""Notebook 09's study: disjoint parts, one-pass features equal to the per-layer ones, a resumable study."""
+
+import json
+
+import pytest
+import torch
+
+import vggedu
+from vggedu import transfer_study as ts
+from vggedu.data import load_splits, write_synthetic_cifar10
+from vggedu.transfer import TRANSFER_LAYERS, descriptor, labelled_index, layer_features
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = write_synthetic_cifar10(tmp_path_factory.mktemp("cifar"), n_train=600, n_test=100, seed=0)
+    return load_splits(root, verify=False)
+
+
+def test_the_validation_part_is_held_out_before_any_draw(splits):
+    train, _ = splits
+    pool, val = ts.target_parts(train, val_per_class=20)
+    target = sum(int((train.labels == train.classes.index(c)).sum()) for c in vggedu.transfer.TARGET_CLASSES)
+    share = torch.bincount(torch.cat([pool.labels, val.labels])) * 100 / target
+    assert len(val) == 100 and (torch.bincount(val.labels) - share).abs().max() < 1  # stratified: each class its share
+    assert len(pool) + len(val) == target
+    # no image of the validation part is in the pool a draw is taken from (the synthetic images are distinct)
+    flat = lambda s: {bytes(im.flatten().tolist()) for im in s.images}  # noqa: E731
+    assert not flat(pool) & flat(val)
+    index = labelled_index(pool, 10, seed=1)
+    assert torch.bincount(pool.labels[index]).tolist() == [10] * 5 and len(set(index.tolist())) == 50
+    assert not torch.equal(index, labelled_index(pool, 10, seed=2))
+
+
+def test_one_pass_gives_every_layer_as_the_per_layer_functions_do(splits):
+    train, _ = splits
+    torch.manual_seed(0)
+    net = vggedu.vgg("A", batch_norm=True, head="cifar", num_classes=5, width=0.125).eval()
+    part = train.take(torch.arange(12))
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    x = (part.images.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    centre = ts.all_layer_features(net, part, mean, std, batch_size=5)
+    dense = ts.all_layer_features(net, part, mean, std, sizes=(32, 64), flip=True, batch_size=5)
+    for layer in TRANSFER_LAYERS:
+        expected = torch.nn.functional.normalize(layer_features(net, x, layer), dim=1)
+        torch.testing.assert_close(centre[layer], expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(dense[layer], descriptor(net, x, layer, sizes=(32, 64)), rtol=1e-4, atol=1e-5)
+
+
+def test_fine_tuning_starts_from_the_source_but_fc8_and_scratch_from_nothing():
+    source, info = vggedu.load_classroom_model(path=ts.SOURCE_MODEL)
+    config = vggedu.training.TrainConfig(**{**info["card"]["config"], "init_from": ""})
+    tuned, scratch = ts._start("fine-tune", source, config, 0), ts._start("scratch", source, config, 0)
+    s, t, f = source.state_dict(), tuned.state_dict(), scratch.state_dict()
+    assert all(torch.equal(s[k], t[k]) for k in s if not k.startswith("classifier.6"))
+    assert not torch.equal(s["classifier.6.weight"], t["classifier.6.weight"])
+    assert not torch.equal(s["features.0.weight"], f["features.0.weight"])
+
+
+def test_the_study_runs_resumes_and_tests_only_the_chosen_rate(splits, tmp_path):
+    train, test = splits
+    out = tmp_path / "train.json"
+    first = ts.run_training(train, test, out, sizes=(4,), draws=(0, 1), steps=2, val_per_class=20)
+    assert set(first["train"]) == {f"{m}, 4 per class, draw {d}" for m in ("fine-tune", "scratch") for d in (0, 1)}
+    for m in ("fine-tune", "scratch"):
+        trials = first["lr_trials"][f"{m}, 4"]
+        assert set(trials) == {str(lr) for lr in ts.LEARNING_RATES}
+        assert first["chosen_lr"][f"{m}, 4"] == max(ts.LEARNING_RATES, key=lambda lr: trials[str(lr)])
+        assert all(first["train"][f"{m}, 4 per class, draw {d}"]["lr"] == first["chosen_lr"][f"{m}, 4"] for d in (0, 1))
+    stamp = out.stat().st_mtime_ns
+    assert ts.run_training(train, test, out, sizes=(4,), draws=(0, 1), steps=2, val_per_class=20) == json.loads(
+        out.read_text()
+    )
+    assert out.stat().st_mtime_ns == stamp  # nothing was trained or rewritten the second time
+    probes = ts.run_probes(train, test, tmp_path / "probe.json", sizes=(4,), draws=(0,), val_per_class=20)
+    assert len(probes["probe"]) == 2 * len(TRANSFER_LAYERS)
+    assert all(
+        r["c"] in (0.01, 0.1, 1.0, 10.0) and r["val_accuracy"] == r["val_by_c"][str(r["c"])]
+        for r in probes["probe"].values()
+    )

@@ -44,6 +44,11 @@ def test_a_test_curve_is_labelled_as_never_used_for_choices():
     assert acc == ["run: validation", "run: test (curve only, no choices)"]
 
 
+def test_training_accuracy_is_drawn_when_asked_for():
+    acc, _ = _labels(plot_history({"run": _rows()}, label_smoothing=0.0, train_accuracy=True))
+    assert acc == ["run: validation", "run: training (augmented)"]
+
+
 def test_epoch_ticks_are_whole_numbers():
     fig = plot_history({"run": _rows()}, label_smoothing=0.0)
     fig.canvas.draw()

@@ -78,3 +78,26 @@ def test_the_study_runs_resumes_and_tests_only_the_chosen_rate(splits, tmp_path)
         r["c"] in (0.01, 0.1, 1.0, 10.0) and r["val_accuracy"] == r["val_by_c"][str(r["c"])]
         for r in probes["probe"].values()
     )
+
+
+@pytest.mark.slow
+def test_the_imagenet_probe_runs_offline_on_a_locally_saved_state_dict(splits, tmp_path):
+    """The mechanics of notebook 09's ImageNet section, without the 528 MB download: a random VGG-16 saved
+    as torchvision would, loaded by path, probed at 224x224 (weights sets named as torchvision names them)."""
+    from vggedu.inspection import imagenet_weights, load_imagenet_weights
+
+    torch.manual_seed(0)
+    path = tmp_path / "vgg16-local.pth"
+    torch.save(vggedu.vgg("D", num_classes=1000).state_dict(), path)
+    model = load_imagenet_weights("vgg16", weights="IMAGENET1K_FEATURES", path=path)
+    train, test = splits
+    pool, val = ts.target_parts(train, val_per_class=2)
+    labelled = vggedu.transfer.labelled_subset(pool, 2, seed=0)
+    standard = imagenet_weights("vgg16", "IMAGENET1K_FEATURES").transforms()
+    target_test = vggedu.transfer.class_subset(test, vggedu.transfer.TARGET_CLASSES).take(torch.arange(6))
+    result = ts.imagenet_probe(model, labelled, val, target_test, standard.mean, standard.std)
+    assert (
+        set(result) == {"pool5"} and result["pool5"]["dims"] == 512 and result["pool5"]["c"] in (0.01, 0.1, 1.0, 10.0)
+    )
+    with pytest.raises(ValueError, match="no 'IMAGENET1K_FEATURES' weights for vgg19"):
+        imagenet_weights("vgg19", "IMAGENET1K_FEATURES")

@@ -177,10 +177,14 @@ def _check_name(name: str) -> tuple[str, bool]:
     return IMAGENET_NAMES[name]
 
 
-def imagenet_weights(name: str):
-    """torchvision's weights entry for ``name`` (``IMAGENET1K_V1``): its URL, categories and transforms.
+def imagenet_weights(name: str, weights: str = "IMAGENET1K_V1"):
+    """torchvision's weights entry for ``name``: its URL, categories, transforms and metadata.
 
-    Reading it needs no network: the download happens only in :func:`load_imagenet_weights`.
+    ``weights`` is torchvision's name for the set: ``"IMAGENET1K_V1"`` (every VGG; "trained from scratch by
+    using a simplified training recipe", says its metadata) or ``"IMAGENET1K_FEATURES"`` (VGG-16 only: the
+    convolutions, "trained using the original input standardization method as described in the paper", and
+    a classifier of missing values). Reading it needs no network: the download happens only in
+    :func:`load_imagenet_weights`.
     """
     import torchvision
 
@@ -188,21 +192,26 @@ def imagenet_weights(name: str):
     enum = getattr(
         torchvision.models, re.sub(r"vgg(\d+)(_bn)?", lambda m: f"VGG{m[1]}{(m[2] or '').upper()}", name) + "_Weights"
     )
-    return enum.IMAGENET1K_V1
+    if weights not in enum.__members__:
+        raise ValueError(f"torchvision has no {weights!r} weights for {name}; it has {', '.join(enum.__members__)}")
+    return enum[weights]
 
 
-def imagenet_weights_file(name: str) -> Path:
+def imagenet_weights_file(name: str, weights: str = "IMAGENET1K_V1") -> Path:
     """Where torchvision caches (and looks for) the weights file of ``name``: ``$TORCH_HOME/hub/checkpoints/``."""
-    url = imagenet_weights(name).url
+    url = imagenet_weights(name, weights).url
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
-def load_imagenet_weights(name: str, *, path: str | Path | None = None, download: bool = True) -> VGG:
+def load_imagenet_weights(
+    name: str, *, weights: str = "IMAGENET1K_V1", path: str | Path | None = None, download: bool = True
+) -> VGG:
     """``vggedu.vgg(...)`` with torchvision's ImageNet weights for ``name`` (``"vgg16"``, ``"vgg16_bn"``, ...).
 
     The weights come from ``path`` if given, else from torchvision's cache
     (:func:`imagenet_weights_file`), else from a download into that cache (``download=True``,
-    528 MB for VGG-16). They are loaded strictly: every tensor must match by name and shape.
+    528 MB for VGG-16). They are loaded strictly: every tensor must match by name and shape. ``weights``
+    names the set, as :func:`imagenet_weights`.
     Raises :class:`WeightsUnavailable` (what failed, and the fix) when there is no file and no network.
     """
     column, batch_norm = _check_name(name)
@@ -211,9 +220,9 @@ def load_imagenet_weights(name: str, *, path: str | Path | None = None, download
         if not file.is_file():
             raise FileNotFoundError(f"no weights file at {file}; check the path, or leave path out to use the cache")
     else:
-        file = imagenet_weights_file(name)
+        file = imagenet_weights_file(name, weights)
         if not file.is_file():
-            url = imagenet_weights(name).url
+            url = imagenet_weights(name, weights).url
             fix = (
                 f"Where there is a network (Colab has one) this downloads by itself. Offline, download {url} on a "
                 f"machine that has one and put it at {file}, or pass path=... to this function."

@@ -73,7 +73,9 @@ def _loss_label(smoothing: float | None) -> str:
     return f"train loss (label-smoothed {smoothing:g})" if smoothing else "train loss"
 
 
-def plot_history(runs: Mapping[str, object], *, label_smoothing: float | None = None, title: str = ""):
+def plot_history(
+    runs: Mapping[str, object], *, label_smoothing: float | None = None, train_accuracy: bool = False, title: str = ""
+):
     """Learning curves, one colour per run: accuracy (left) and loss (right) against epoch.
 
     ``runs`` maps a name to a :class:`~vggedu.training.TrainResult` or to its ``history`` (a
@@ -81,7 +83,9 @@ def plot_history(runs: Mapping[str, object], *, label_smoothing: float | None = 
     where a run has one, is dashed and labelled as never used for a choice. The training loss
     is the one optimised: its label says when it was label-smoothed (read from a result's run
     card, or ``label_smoothing`` for bare histories), since such a loss is not comparable with
-    the plain cross-entropy of the validation loss beside it.
+    the plain cross-entropy of the validation loss beside it. ``train_accuracy=True`` adds the accuracy
+    on the augmented training images (dotted), to show the regime: how far training and validation are
+    apart, and whether both are still rising.
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
@@ -100,8 +104,8 @@ def plot_history(runs: Mapping[str, object], *, label_smoothing: float | None = 
 
         curve(ax_acc, "val_accuracy", "validation", scale=100)
         curve(ax_acc, "test_accuracy", "test (curve only, no choices)", style="x--", scale=100)
-        if history and "val_accuracy" not in history[0] and "test_accuracy" not in history[0]:
-            curve(ax_acc, "train_accuracy", "training (augmented)", scale=100)
+        if train_accuracy or (history and "val_accuracy" not in history[0] and "test_accuracy" not in history[0]):
+            curve(ax_acc, "train_accuracy", "training (augmented)", style="o:", scale=100)
         curve(ax_loss, "train_loss", _loss_label(smoothing))
         curve(ax_loss, "val_loss", "validation loss (plain cross-entropy)", style="s--")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")

@@ -14,6 +14,8 @@ The source network (``vggedu/weights/source-half.pt``, :mod:`vggedu.transfer`) s
   (:data:`TRAIN_STEPS`: the same time, the network being the same);
 * the target test images (5,000) once per final model.
 
+:func:`imagenet_probe` runs the same probe with torchvision's ImageNet VGG-16 where its weights are at hand.
+
 Everything goes to one JSON file, rewritten after every stage, so a stopped study resumes::
 
     python -m vggedu.transfer_study --data-root data --out vggedu/results/transfer-cpu.json --part probe
@@ -56,6 +58,7 @@ __all__ = [
     "target_parts",
     "all_layer_features",
     "train_on_labels",
+    "imagenet_probe",
     "run_probes",
     "run_training",
     "main",
@@ -183,6 +186,40 @@ def _start(method: str, source: VGG, config: TrainConfig, seed: int) -> VGG:
         torch.manual_seed(seed)
         net.classifier[6].reset_parameters()  # fc8 answered the source classes: the target needs its own
     return net
+
+
+def imagenet_probe(
+    model: VGG,
+    labelled: CIFAR10Split,
+    val: CIFAR10Split,
+    test: CIFAR10Split,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    layers: Sequence[str] = ("pool5",),
+    size: int = 224,
+    device: torch.device | str = "cpu",
+) -> dict[str, dict]:
+    """The probe with an ImageNet VGG (e.g. :func:`vggedu.inspection.load_imagenet_weights`): the CIFAR images
+    upsampled to ``size`` (the network's training size, 224), one view, every layer in ``layers`` averaged
+    over its positions and L2-normalised, a linear SVM with ``C`` chosen on ``val``, then ``test`` once.
+    ``mean`` and ``std`` are the weights' own input standardisation (their ``transforms()``), in [0, 1]
+    units. Returns ``{layer: {"c", "val_accuracy", "test_accuracy", "dims"}}``."""
+    parts = {
+        name: all_layer_features(model, part, mean, std, layers=layers, sizes=(size,), batch_size=50, device=device)
+        for name, part in (("labelled", labelled), ("val", val), ("test", test))
+    }
+    out = {}
+    for layer in layers:
+        probe = linear_probe(parts["labelled"][layer], labelled.labels, parts["val"][layer], val.labels)
+        predicted = probe["classifier"].predict(parts["test"][layer].numpy())
+        out[layer] = {
+            "c": probe["c"],
+            "val_accuracy": probe["val_accuracy"],
+            "test_accuracy": float((predicted == test.labels.numpy()).mean()),
+            "dims": int(parts["val"][layer].shape[1]),
+        }
+    return out
 
 
 def _save(results: dict, out: Path) -> None:

@@ -24,6 +24,7 @@ from torch.utils._pytree import tree_flatten
 import vggedu.distributed
 from vggedu import evaluation, runs
 from vggedu.data import load_cifar10
+from vggedu.devices import native_cpu_bf16
 from vggedu.training import TrainConfig, evaluate, make_optimizer, predict, train_one_epoch
 
 SMALL = dict(model="A", width=0.125, batch_size=50, lr=0.05, dropout=0.0, val_size=100, epochs=2, train_size=200)
@@ -92,6 +93,16 @@ def run(synthetic_root):
     return runs.setup_run(TrainConfig(time_budget=600.0, **SMALL), *splits, device="cpu")
 
 
+@pytest.fixture(scope="module")
+def fp32_run(synthetic_root):
+    """The same run with mixed precision off: fp32 on every CPU kind (the default autocasts where bf16 is native)."""
+    splits = (
+        load_cifar10(synthetic_root, train=True, verify=False),
+        load_cifar10(synthetic_root, train=False, verify=False),
+    )
+    return runs.setup_run(TrainConfig(time_budget=600.0, mixed_precision=False, **SMALL), *splits, device="cpu")
+
+
 def _everything_a_run_does_on_its_device(run, tmp_path):
     """The step, the evaluation with and without TTA, a prediction, the finite check, the planner."""
     optimizer = make_optimizer(run.net, run.config)
@@ -126,12 +137,16 @@ def test_the_evaluation_module_makes_no_float64(run):
         evaluation.scheme_accuracy(lambda images: evaluation.dense_probabilities(fcn, images), run.val_loader)
 
 
-def test_fp32_never_constructs_an_autocast(run, monkeypatch, tmp_path):
-    assert run.amp_dtype is None  # this CPU has no native bf16; on one that has, the run would use it
+def test_fp32_never_constructs_an_autocast(fp32_run, monkeypatch, tmp_path):
+    assert fp32_run.amp_dtype is None
     with refuse_autocast(monkeypatch):
-        _everything_a_run_does_on_its_device(run, tmp_path)
+        _everything_a_run_does_on_its_device(fp32_run, tmp_path)
     with pytest.raises(RuntimeError, match="unsupported autocast"), refuse_autocast(monkeypatch):
         torch.autocast("mps", dtype=None, enabled=False)  # the stand-in can fail
+
+
+def test_the_default_autocasts_on_the_cpu_exactly_where_bf16_is_native(run):
+    assert run.amp_dtype == (torch.bfloat16 if native_cpu_bf16() else None)
 
 
 def test_every_collective_gets_a_tensor_on_the_runs_device(run, monkeypatch, tmp_path):

@@ -57,6 +57,23 @@ def test_fine_tuning_starts_from_the_source_but_fc8_and_scratch_from_nothing():
     assert not torch.equal(s["features.0.weight"], f["features.0.weight"])
 
 
+def test_a_training_reports_its_accuracy_on_its_own_labels(splits):
+    """The regime: accuracy on the labelled images themselves, unaugmented, of the model returned."""
+    from vggedu.loaders import DeviceLoader
+
+    train, _ = splits
+    pool, val = ts.target_parts(train, val_per_class=20)
+    labelled = vggedu.transfer.labelled_subset(pool, 4, seed=0)
+    source, info = vggedu.load_classroom_model(path=ts.SOURCE_MODEL)
+    config = vggedu.training.TrainConfig(**{**info["card"]["config"], "init_from": ""})
+    model, row = ts.train_on_labels(
+        ts._start("scratch", source, config, 0), labelled, val, (0.5,) * 3, (0.25,) * 3, lr=0.01, steps=2
+    )
+    fit = DeviceLoader(labelled, 7, train=False, mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert row["train_accuracy"] == vggedu.training.evaluate(model, fit)["accuracy"]
+    assert set(row) == {"val_accuracy", "train_accuracy", "seconds", "epochs"}
+
+
 def test_the_study_runs_resumes_and_tests_only_the_chosen_rate(splits, tmp_path):
     train, test = splits
     out = tmp_path / "train.json"

@@ -148,8 +148,9 @@ def train_on_labels(
 ) -> tuple[VGG, dict]:
     """Train all of ``start`` (modified in place) on ``labelled`` for ``steps`` steps: the classroom recipe's
     optimiser (SGD, momentum 0.9, weight decay 5e-4), one-cycle to ``lr``, label smoothing 0.1, crops and
-    flips, batches of ``min(256, len(labelled))``. Returns the model and ``{"val_accuracy", "seconds",
-    "epochs"}`` (validation on ``val`` once, at the end)."""
+    flips, batches of ``min(256, len(labelled))``. Returns the model and ``{"val_accuracy", "train_accuracy",
+    "seconds", "epochs"}``: validation on ``val`` once, at the end, and the accuracy on the labelled images
+    themselves (no augmentation), so that the regime shows (a training still learning, or one that memorised)."""
     config = TrainConfig(lr=lr, schedule="onecycle", label_smoothing=0.1, seed=seed)
     model = start.to(device).train()
     optimizer = make_optimizer(model, config)
@@ -175,7 +176,13 @@ def train_on_labels(
     if not torch.isfinite(loss):
         raise RuntimeError(f"training diverged at lr {lr} (loss {loss.item()}); try a lower learning rate")
     val_loader = DeviceLoader(val, 1000, train=False, device=device, mean=mean, std=std)
-    return model, {"val_accuracy": evaluate(model, val_loader)["accuracy"], "seconds": seconds, "epochs": epoch}
+    fit_loader = DeviceLoader(labelled, 1000, train=False, device=device, mean=mean, std=std)
+    return model, {
+        "val_accuracy": evaluate(model, val_loader)["accuracy"],
+        "train_accuracy": evaluate(model, fit_loader)["accuracy"],
+        "seconds": seconds,
+        "epochs": epoch,
+    }
 
 
 def _start(method: str, source: VGG, config: TrainConfig, seed: int) -> VGG:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,9 +290,11 @@ def write_synthetic_cifar10(
         images = 128 + 50 * hue[:, :, None, None] + 45 * stripes[:, None] + rng.normal(0, noise, (n, 3, 32, 32))
         return np.clip(images, 0, 255).astype(np.uint8).reshape(n, 3072), labels.tolist()
 
-    def dump(name: str, entry: dict) -> None:
-        with open(folder / name, "wb") as f:
+    def dump(name: str, entry: dict) -> None:  # atomic: a reader never sees a half-written file
+        partial = folder / f".{name}.{os.getpid()}.partial"
+        with open(partial, "wb") as f:
             pickle.dump(entry, f, protocol=2)
+        os.replace(partial, folder / name)
 
     if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 5 or n_test < 1:
         raise ValueError(

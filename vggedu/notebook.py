@@ -65,8 +65,10 @@ def load_data(
     s: Settings, *, synthetic_train: int = 2000, synthetic_test: int = 500
 ) -> tuple[CIFAR10Split, CIFAR10Split]:
     """Train and test splits as the settings say: synthetic, an existing folder, or a download."""
-    if s.data == "synthetic":  # deterministic, so rewritten in place each time; it lives with the runs
-        root = write_synthetic_cifar10(s.runs / "synthetic-data", n_train=synthetic_train, n_test=synthetic_test)
+    if s.data == "synthetic":  # deterministic, so rewritten in place each time; it lives with the runs,
+        # one folder per size, so notebooks that share a runs folder (nbval runs them in parallel) never mix sizes
+        folder = s.runs / f"synthetic-data-{synthetic_train}-{synthetic_test}"
+        root = write_synthetic_cifar10(folder, n_train=synthetic_train, n_test=synthetic_test)
         return load_splits(root, verify=False, label=s.data_label)
     root = Path(s.data)
     missing = not (root / "cifar-10-batches-py").is_dir() and root.name != "cifar-10-batches-py"

@@ -8,6 +8,7 @@ import torch
 import vggedu
 from vggedu import transfer_study as ts
 from vggedu.data import load_splits, write_synthetic_cifar10
+from vggedu.studies import load_study
 from vggedu.transfer import TRANSFER_LAYERS, descriptor, labelled_index, layer_features
 
 
@@ -95,6 +96,26 @@ def test_the_study_runs_resumes_and_tests_only_the_chosen_rate(splits, tmp_path)
         r["c"] in (0.01, 0.1, 1.0, 10.0) and r["val_accuracy"] == r["val_by_c"][str(r["c"])]
         for r in probes["probe"].values()
     )
+
+
+def test_the_shipped_study_holds_every_probe_and_training():
+    """Notebook 09 reads it: every view x layer x labels x draw probed, every method x labels x draw trained."""
+    r = load_study("transfer-cpu")
+    sizes, draws = ts.LABELS_PER_CLASS, ts.DRAWS
+    assert set(r["probe"]) == {
+        f"{v}, {layer}, {n} per class, draw {d}"
+        for v in ts.VIEWS
+        for layer in TRANSFER_LAYERS
+        for n in sizes
+        for d in draws
+    }
+    assert set(r["train"]) == {
+        f"{m}, {n} per class, draw {d}" for m in ("fine-tune", "scratch") for n in sizes for d in draws
+    }
+    assert set(r["chosen_lr"]) == set(r["lr_trials"]) == {f"{m}, {n}" for m in ("fine-tune", "scratch") for n in sizes}
+    assert all({"train_accuracy", "val_accuracy", "test_accuracy"} <= set(row) for row in r["train"].values())
+    assert set(r["feature_seconds"]) == set(ts.VIEWS)
+    assert r["card"]["data"] == "CIFAR-10 (JPEG copy)" and r["card"]["precision"] == "float32"
 
 
 @pytest.mark.slow

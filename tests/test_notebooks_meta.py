@@ -135,3 +135,15 @@ def test_colour_maps_are_readable_and_say_what_colour_means(path):
                 f"cell {cell.get('id')}: colour encodes a value: add a colour bar, or say in the caption how "
                 "each map is scaled"
             )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_figure_has_a_caption(path):
+    """Each stored figure is followed by a caption (usable as alt text): a markdown cell starting '*Figure'."""
+    cells = _load(path)["cells"]
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] == "code" and any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])):
+            caption = next((_source(c) for c in cells[i + 1 :] if c["cell_type"] == "markdown"), "")
+            assert caption.lstrip().startswith("*Figure"), (
+                f"cell {cell.get('id', i)} draws a figure with no caption after it"
+            )

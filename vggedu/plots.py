@@ -43,9 +43,17 @@ def image_grid(
     import matplotlib.pyplot as plt
 
     rows = -(-len(images) // columns)
+    lines = max((t.count("\n") + 1 for t in titles), default=0) if titles is not None else 0
+    title_height = lines * 8 / 72 * 1.4  # inches above each image for its title, at 8 pt
+    # Constrained layout keeps every title clear of the image above it (tight_layout does not, with images).
     fig, axes = plt.subplots(
-        rows, columns, figsize=(columns * size, rows * size * (1.25 if titles else 1)), squeeze=False
+        rows,
+        columns,
+        figsize=(columns * size, rows * (size + title_height) + (0.35 if title else 0.0)),
+        squeeze=False,
+        layout="constrained",
     )
+    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.02, hspace=0.02)
     pictures = to_rgb(images)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
@@ -55,15 +63,11 @@ def image_grid(
         if i < len(images):
             ax.imshow(pictures[i].numpy(), interpolation="nearest")
             if titles is not None:
-                ax.set_title(titles[i], fontsize=7)
+                ax.set_title(titles[i], fontsize=8)
         if row_labels is not None and i % columns == 0 and i // columns < len(row_labels):
             ax.set_ylabel(row_labels[i // columns], rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-        # Keep the first row's titles clear of the figure title: reserve its height at the top.
-        fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.32 / fig.get_figheight()))
-    else:
-        fig.tight_layout(pad=0.3)
     return fig
 
 
@@ -113,7 +117,7 @@ def plot_history(
     for ax in (ax_acc, ax_loss):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -148,7 +152,7 @@ def plot_confusion(matrix: torch.Tensor, classes: Sequence[str], *, title: str =
                     f"{percent[i, j]:.0f}",
                     ha="center",
                     va="center",
-                    fontsize=7,
+                    fontsize=8,
                     color="white" if percent[i, j] > 50 else "black",
                 )
     bar = fig.colorbar(image, ax=ax, fraction=0.046)

@@ -145,3 +145,53 @@ def test_save_figure_writes_slide_resolution(tmp_path):
     with pytest.raises(ValueError, match=".png, .pdf or .svg"):
         save_figure(fig, tmp_path / "rf.jpg")
     plt.close(fig)
+
+
+def test_grid_titles_stay_clear_of_the_images_above_them():
+    import torch
+
+    from vggedu.plots import image_grid
+
+    fig = image_grid(
+        torch.zeros(12, 3, 32, 32, dtype=torch.uint8),
+        ["automobile 91%\n(true: airplane)"] * 12,
+        columns=6,
+        size=1.5,
+        title="a title",
+    )
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    first_row_bottom = min(ax.get_window_extent(renderer).y0 for ax in fig.axes[:6])
+    second_row_titles_top = max(ax.title.get_window_extent(renderer).y1 for ax in fig.axes[6:])
+    assert second_row_titles_top <= first_row_bottom
+    plt.close(fig)
+
+
+def _figures():
+    import torch
+
+    from vggedu.plots import (
+        image_grid,
+        plot_activation_shapes,
+        plot_confusion,
+        plot_receptive_fields,
+        plot_table_1,
+    )
+
+    yield image_grid(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), ["x"] * 4, columns=2, row_labels=["a", "b"], title="t")
+    yield plot_history({"run": _rows()}, label_smoothing=0.1, train_accuracy=True, title="t")
+    yield plot_confusion(torch.tensor([[3, 1], [0, 4]]), ["a", "b"], title="t")
+    yield plot_table_1()
+    yield plot_receptive_fields()
+    yield plot_activation_shapes("D")
+
+
+def test_every_text_of_the_package_figures_is_at_least_8_pt():
+    for fig in _figures():
+        small = [
+            (t.get_text(), t.get_fontsize())
+            for t in fig.findobj(matplotlib.text.Text)
+            if t.get_text().strip() and t.get_fontsize() < 8
+        ]
+        assert not small, small
+        plt.close(fig)

@@ -223,7 +223,7 @@ def plot_table_1(configs: Sequence[str] | None = None, *, num_classes: int = 100
                 label,
                 ha="center",
                 va="center",
-                fontsize=7,
+                fontsize=8,
                 color="white",
                 fontweight="bold" if row in new else "normal",
             )
@@ -236,7 +236,7 @@ def plot_table_1(configs: Sequence[str] | None = None, *, num_classes: int = 100
         handles=[Patch(color=c, label=k) for k, c in _LAYER_COLOURS.items()],
         loc="lower center",
         ncol=len(_LAYER_COLOURS),
-        fontsize=7,
+        fontsize=8,
         frameon=False,
     )
     fig.suptitle("Table 1: ConvNet configurations (input 224x224 RGB image at the top)", fontsize=9)
@@ -306,7 +306,7 @@ def plot_receptive_fields(layers: int = 3, kernel_size: int = 3):
     left.set_ylim(0, side)
     left.set_aspect("equal")
     left.set_axis_off()
-    left.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=layers, fontsize=7, frameon=False)
+    left.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=layers, fontsize=8, frameon=False)
     left.set_title(f"field of one unit after stacked {kernel_size}x{kernel_size} convolutions", fontsize=8)
     stacked = [stack_weights(n, kernel_size, 1) for n in range(1, layers + 1)]
     single = [stack_weights(1, f, 1) for f in fields]
@@ -314,12 +314,12 @@ def plot_receptive_fields(layers: int = 3, kernel_size: int = 3):
     right.bar([i - 0.2 for i in x], stacked, width=0.4, color=colours, label=f"stack of {kernel_size}x{kernel_size}")
     right.bar([i + 0.2 for i in x], single, width=0.4, color="0.6", label="one kernel, same field")
     for i, (a, b) in enumerate(zip(stacked, single), start=1):
-        right.text(i - 0.2, a, f"{a}C²", ha="center", va="bottom", fontsize=7)
-        right.text(i + 0.2, b, f"{b}C²", ha="center", va="bottom", fontsize=7)
+        right.text(i - 0.2, a, f"{a}C²", ha="center", va="bottom", fontsize=8)
+        right.text(i + 0.2, b, f"{b}C²", ha="center", va="bottom", fontsize=8)
     right.set_xticks(list(x), [f"{f}x{f}" for f in fields])
     right.set_xlabel("receptive field")
     right.set_ylabel("weights per C->C layer (units of C²)")
-    right.legend(fontsize=7, frameon=False)
+    right.legend(fontsize=8, frameon=False)
     right.set_title("same field, fewer weights, more ReLUs (Section 2.3)", fontsize=8)
     fig.tight_layout()
     return fig
@@ -352,7 +352,7 @@ def plot_activation_shapes(config: str = "D", *, input_size: int = 224):
         for r in rows
     ]
     ax.bar(range(len(rows)), [r.out_channels for r in rows], color=colours)
-    ax.set_xticks(range(len(rows)), [r.name for r in rows], rotation=90, fontsize=7)
+    ax.set_xticks(range(len(rows)), [r.name for r in rows], rotation=90, fontsize=8)
     ax.set_ylabel("channels (bars)")
     twin = ax.twinx()
     twin.plot(range(len(rows)), [r.output_size for r in rows], "k.-")

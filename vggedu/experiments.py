@@ -77,11 +77,11 @@ LADDER: list[tuple[str, str, dict]] = [
         "batch norm after every convolution, with a Kaiming start (two fields)",
         dict(batch_norm=True, init="kaiming"),
     ),
-    ("learning rate 0.1", "the peak rate batch norm allows, ten times the paper's", dict(lr=0.1)),
+    ("learning rate 0.1", "a starting rate ten times the paper's", dict(lr=0.1)),
     ("one-cycle schedule", "up for a quarter of the steps, then down to 1/1000 of the peak", dict(schedule="onecycle")),
     (
         "label smoothing 0.1",
-        "each target keeps 0.91 of its weight, 0.01 goes to every class",
+        "the target: 0.91 on the true class, 0.01 on each other class",
         dict(label_smoothing=0.1),
     ),
     ("dropout 0", "no dropout in the classifier: the classroom recipe", dict(dropout=0.0)),

@@ -195,3 +195,28 @@ def test_every_text_of_the_package_figures_is_at_least_8_pt():
         ]
         assert not small, small
         plt.close(fig)
+
+
+RAINBOWS = {"jet", "rainbow", "gist_rainbow", "hsv", "nipy_spectral", "gist_ncar", "turbo"}
+
+
+def test_package_figures_label_their_axes_and_explain_their_colours():
+    for fig in _figures():
+        for ax in fig.axes:
+            if hasattr(ax, "_colorbar"):  # a colour bar says what its colours mean
+                assert ax.get_ylabel() or ax.get_xlabel(), "a colour bar without a label"
+                continue
+            for image in ax.get_images():
+                assert image.get_cmap().name not in RAINBOWS, image.get_cmap().name
+                if image.get_array().ndim == 2:  # colour encodes a value: it needs a colour bar
+                    assert image.colorbar is not None, ax.get_title()
+            pictures_only = ax.get_images() and all(im.get_array().ndim == 3 for im in ax.get_images())
+            if not ax.axison or pictures_only:  # diagrams and photographs have no value axes
+                continue
+            twin_of_labelled = any(
+                other is not ax and other.get_shared_x_axes().joined(ax, other) and other.get_xlabel()
+                for other in fig.axes
+            )
+            assert ax.get_ylabel(), ax.get_title()
+            assert ax.get_xlabel() or twin_of_labelled, ax.get_title()
+        plt.close(fig)

@@ -354,6 +354,7 @@ def plot_activation_shapes(config: str = "D", *, input_size: int = 224):
     ax.bar(range(len(rows)), [r.out_channels for r in rows], color=colours)
     ax.set_xticks(range(len(rows)), [r.name for r in rows], rotation=90, fontsize=8)
     ax.set_ylabel("channels (bars)")
+    ax.set_xlabel("layer, input to output")
     twin = ax.twinx()
     twin.plot(range(len(rows)), [r.output_size for r in rows], "k.-")
     twin.set_yscale("log", base=2)

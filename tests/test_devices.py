@@ -160,3 +160,15 @@ def test_the_nccl_stand_in_refuses_a_host_tensor(monkeypatch):
     """The stand-in can fail: the planner's old all-reduce of timings made on the host."""
     with pytest.raises(RefusedByNCCL), nccl_stand_in(monkeypatch):
         vggedu.distributed.all_reduce_sum(torch.tensor([0.1, 0.2]))
+
+
+@pytest.mark.parametrize("threads, words", [(1, "1 thread,"), (2, "2 threads,")])
+def test_the_run_card_counts_threads_in_words(threads, words):
+    from vggedu.devices import device_name
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert words in device_name(torch.device("cpu"))
+    finally:
+        torch.set_num_threads(before)

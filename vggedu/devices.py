@@ -94,4 +94,5 @@ def device_name(device: torch.device) -> str:
     if device.type == "mps":
         return "Apple GPU (mps)"
     native = "native" if native_cpu_bf16() else "no native"
-    return f"CPU ({_cpu_model()}, {torch.get_num_threads()} threads, {native} bf16)"
+    threads = torch.get_num_threads()
+    return f"CPU ({_cpu_model()}, {threads} thread{'' if threads == 1 else 's'}, {native} bf16)"

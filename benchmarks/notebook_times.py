@@ -44,7 +44,8 @@ def doc_time(seconds: float) -> str:
 
 def update_docs(results: dict, readme: Path = ROOT / "README.md", teaching: Path = ROOT / "TEACHING.md") -> list[str]:
     """Write each notebook's measured time (``results``: this script's file) into README's table (the first
-    words of a row's last cell) and TEACHING.md's (its time column); returns the notebooks whose rows changed.
+    words of a row's last cell) and TEACHING.md's (its time column), and TEACHING.md's section tables
+    (between its section-times markers); returns the notebooks (and "section times") whose docs changed.
     Rows are found by the notebook's name; text after the time is kept."""
     changed = []
     for path, column in ((readme, -2), (teaching, 4)):
@@ -60,8 +61,55 @@ def update_docs(results: dict, readme: Path = ROOT / "README.md", teaching: Path
                 cells[column] = new
                 lines[i] = "|".join(cells)
                 changed.append(f"{path.name}: {name}")
-        path.write_text("\n".join(lines))
+        text = "\n".join(lines)
+        if path == teaching and SECTIONS_START in text:
+            head, rest = text.split(SECTIONS_START, 1)
+            body = f"{SECTIONS_START}\n{section_tables(results)}\n{SECTIONS_END}"
+            text = head + body + rest.split(SECTIONS_END, 1)[1]
+            if body not in "\n".join(lines):
+                changed.append(f"{path.name}: section times")
+        path.write_text(text)
     return changed
+
+
+SECTIONS_START = "<!-- section times: written by benchmarks/notebook_times.py --docs -->"
+SECTIONS_END = "<!-- end of section times -->"
+
+
+def advice(section: str, seconds: float) -> str:
+    """What to do with a section in a 50-minute class, from its title and its measured time."""
+    title = section.lower()
+    if "setup" in title:
+        return "run first"
+    if "exercise" in title:
+        return "homework (solutions collapsed under each exercise)"
+    if title.startswith(("summary", "references")):
+        return "read together"
+    if "imagenet" in title:
+        return "run live where the weights are cached; offline it says so and skips"
+    if seconds < 15:
+        return "run live"
+    if seconds <= 60:
+        return "run live while you talk, or show the stored output"
+    return "show the stored output"
+
+
+def section_tables(results: dict) -> str:
+    """One table per notebook: each section's measured time (its code cells, summed) and what to do with it."""
+    parts = []
+    for name in sorted(results):
+        cells = results[name].get("cells", [])
+        if not cells or "section" not in cells[0]:
+            continue
+        seconds: dict[str, float] = {}
+        for cell in cells:
+            seconds[cell["section"]] = seconds.get(cell["section"], 0.0) + cell["seconds"]
+        total, device = doc_time(results[name]["seconds"]), results[name]["device"]
+        parts.append(f"**{Path(name).stem}** ({total} in all, {device})\n")
+        parts.append("| section | time | in a 50-minute class |\n|---|---|---|")
+        parts += [f"| {title} | {secs:.0f} s | {advice(title, secs)} |" for title, secs in seconds.items()]
+        parts.append("")
+    return "\n".join(parts).rstrip("\n")
 
 
 def _seconds(execution: dict) -> float:
@@ -85,13 +133,15 @@ def time_notebook(path: Path, *, timeout: int = 3600, store: bool = False) -> di
     started = time.perf_counter()
     client.execute()
     wall = time.perf_counter() - started
-    cells = []
+    cells, section = [], "(before the first section)"
     for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            heading = next((line for line in cell.source.splitlines() if line.startswith("## ")), None)
+            section = heading[3:].strip() if heading else section
         if cell.cell_type == "code" and cell.source.strip():
             first = next((line for line in cell.source.splitlines() if line.strip()), "")
-            cells.append(
-                {"cell": index, "starts": first[:70], "seconds": round(_seconds(cell.metadata.get("execution", {})), 2)}
-            )
+            seconds = round(_seconds(cell.metadata.get("execution", {})), 2)
+            cells.append({"cell": index, "starts": first[:70], "seconds": seconds, "section": section})
     if store:
         nbformat.write(nb, path)
     slowest = max(cells, key=lambda c: c["seconds"]) if cells else {"seconds": 0.0}

@@ -117,6 +117,10 @@ def test_the_documented_times_are_the_measured_ones(tmp_path):
             Path(name).stem in line and times.doc_time(results[name]["seconds"]) in line
             for line in (ROOT / "TEACHING.md").read_text().splitlines()
         ), name
+    tables = times.section_tables(results)
+    assert times.SECTIONS_START in (ROOT / "TEACHING.md").read_text(), "TEACHING.md lost its section-times block"
+    for path in NOTEBOOKS:  # every notebook, section by section, with what to do with it in class
+        assert f"**{path.stem}**" in tables, f"no section times for {path.name}: run notebook_times.py on it"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -64,10 +64,11 @@ def update_docs(results: dict, readme: Path = ROOT / "README.md", teaching: Path
         text = "\n".join(lines)
         if path == teaching and SECTIONS_START in text:
             head, rest = text.split(SECTIONS_START, 1)
-            body = f"{SECTIONS_START}\n{section_tables(results)}\n{SECTIONS_END}"
-            text = head + body + rest.split(SECTIONS_END, 1)[1]
-            if body not in "\n".join(lines):
+            tables = f"{SECTIONS_START}\n{section_tables(results)}\n{SECTIONS_END}"
+            updated = head + tables + rest.split(SECTIONS_END, 1)[1]
+            if updated != text:
                 changed.append(f"{path.name}: section times")
+            text = updated
         path.write_text(text)
     return changed
 

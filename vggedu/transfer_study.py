@@ -53,6 +53,7 @@ __all__ = [
     "DRAWS",
     "VAL_PER_CLASS",
     "VIEWS",
+    "TRAIN_BATCH",
     "TRAIN_STEPS",
     "LEARNING_RATES",
     "target_parts",
@@ -72,6 +73,7 @@ VAL_PER_CLASS = 500
 # the network's stride of 32 (so the score map covers every pixel), and the mirror image.
 VIEWS = {"centre": dict(sizes=(32,), flip=False), "descriptor": dict(sizes=(32, 64), flip=True)}
 TRAIN_STEPS = 200  # optimisation steps of fine-tuning and of training from scratch, at every number of labels
+TRAIN_BATCH = 256  # images per step, or all the labelled images where they are fewer
 LEARNING_RATES = (0.01, 0.1)  # the peak of the one-cycle schedule, chosen on the validation part with draw 0
 
 
@@ -148,14 +150,16 @@ def train_on_labels(
 ) -> tuple[VGG, dict]:
     """Train all of ``start`` (modified in place) on ``labelled`` for ``steps`` steps: the classroom recipe's
     optimiser (SGD, momentum 0.9, weight decay 5e-4), one-cycle to ``lr``, label smoothing 0.1, crops and
-    flips, batches of ``min(256, len(labelled))``. Returns the model and ``{"val_accuracy", "train_accuracy",
+    flips, batches of ``min(TRAIN_BATCH, len(labelled))``. Returns the model and ``{"val_accuracy", "train_accuracy",
     "seconds", "epochs"}``: validation on ``val`` once, at the end, and the accuracy on the labelled images
     themselves (no augmentation), so that the regime shows (a training still learning, or one that memorised)."""
     config = TrainConfig(lr=lr, schedule="onecycle", label_smoothing=0.1, seed=seed)
     model = start.to(device).train()
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, steps, 1, total_steps=steps)
-    loader = DeviceLoader(labelled, min(256, len(labelled)), train=True, device=device, seed=seed, mean=mean, std=std)
+    loader = DeviceLoader(
+        labelled, min(TRAIN_BATCH, len(labelled)), train=True, device=device, seed=seed, mean=mean, std=std
+    )
     with torch.no_grad():  # warm up the kernels (eval mode: no weight or statistic changes), then time
         model.eval()(next(iter(loader))[0])
     model.train()
